@@ -1,0 +1,1 @@
+"""The `mmlm` command line: a thin typer layer over the library in `mmlm`."""

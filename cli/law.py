@@ -1,0 +1,12 @@
+"""`mmlm law` (not built yet)."""
+import typer
+
+from mmlm.errors import MmlmError
+
+app = typer.Typer(help=__doc__, no_args_is_help=True)
+
+
+@app.command("todo")
+def todo() -> None:
+    """Not built yet."""
+    raise MmlmError("`mmlm law` is not built yet")

@@ -1,0 +1,6 @@
+"""`mmlm train` (not built yet)."""
+from mmlm.errors import MmlmError
+
+
+def train() -> None:
+    raise MmlmError("`mmlm train` is not built yet")

@@ -1,0 +1,1 @@
+"""Scaling laws: uni-modal and bi-modal fits, predictions and planning."""

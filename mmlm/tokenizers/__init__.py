@@ -1,0 +1,1 @@
+"""Tokenizers, one per token space, all with the same face (see docs/architecture.md)."""
