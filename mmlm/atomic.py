@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -56,7 +57,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like any folder
     try:
         yield tmp
         if path.exists():
@@ -69,3 +73,27 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_if_stale(tmp: str | os.PathLike) -> bool:
+    """Remove a temporary file or folder left by a killed writer (`.NAME.tmp-PID...` or
+    `.NAME.old-PID`) when process PID is gone; returns whether it was removed."""
+    tmp = Path(tmp)
+    m = re.search(r"\.(?:tmp|old)-(\d+)", tmp.name)
+    if m and (int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1)))):
+        return False
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    elif tmp.exists() or tmp.is_symlink():
+        tmp.unlink()
+    return True

@@ -97,11 +97,19 @@ class Dataset:
             self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise MmlmError(f"{meta_path}: unreadable ({e})") from None
-        if self.meta.get("format") != FORMAT:
-            raise MmlmError(f"{meta_path}: written by an incompatible version (format {self.meta.get('format')!r})")
-        self.offsets = np.load(self.path / "offsets.npy", allow_pickle=False)
+        found = self.meta.get("format") if isinstance(self.meta, dict) else None
+        if found != FORMAT:
+            raise MmlmError(f"{meta_path}: written by an incompatible version (format {found!r}, expected {FORMAT!r})")
+        try:
+            self.offsets = np.load(self.path / "offsets.npy", allow_pickle=False)
+            size = (self.path / "tokens.bin").stat().st_size
+        except (OSError, ValueError) as e:
+            raise MmlmError(f"{self.path}: unreadable dataset ({e})") from None
+        o = self.offsets
+        if o.ndim != 1 or o.dtype.kind not in "iu" or len(o) == 0 or o[0] != 0 or (np.diff(o) < 0).any():
+            raise MmlmError(f"{self.path / 'offsets.npy'}: not a document index (corrupt dataset)")
         n = int(self.offsets[-1])
-        if (self.path / "tokens.bin").stat().st_size != n * TOKEN_DTYPE.itemsize:
+        if size != n * TOKEN_DTYPE.itemsize:
             raise MmlmError(f"{self.path / 'tokens.bin'}: size does not match offsets.npy (corrupt dataset)")
         self.tokens = np.memmap(self.path / "tokens.bin", dtype=TOKEN_DTYPE, mode="r", shape=(n,)) if n else np.zeros(0, TOKEN_DTYPE)
 
