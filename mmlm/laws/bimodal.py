@@ -1,0 +1,108 @@
+"""BimodalLaw: the mixed-modal law of a pair (i, j) trained together (Aghajanyan et al. 2023).
+
+    L(N, Di, Dj) = [Li(N, Di) + Lj(N, Dj)] / 2 - C + A / N^alpha + B / (Di + Dj)^beta
+
+Li, Lj are the fitted uni-modal laws; the left side is the mean of the run's two per-dataset losses.
+C is the maximum synergy; A / N^alpha (capacity) and B / (Di + Dj)^beta (optimisation) are the
+competition terms. Bootstrap intervals resample the mixed runs and hold Li and Lj fixed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mmlm.errors import MmlmError
+
+from . import forms
+from .forms import make_problem, predict
+from .unimodal import UnimodalLaw
+
+PARAMS = ("C", "A", "B", "alpha", "beta")
+
+
+class BimodalLaw:
+    """>>> BimodalLaw(law_i, law_j).fit(N, Di, Dj, mean_loss).predict(N, Di, Dj)"""
+
+    def __init__(self, law_i: UnimodalLaw, law_j: UnimodalLaw, method: str = "fast", bootstrap: int = 0,
+                 seed: int = 0, jobs: int = 1, on_progress=None):
+        if method not in forms.METHODS:
+            raise MmlmError(f"unknown method {method!r}; choose one of {', '.join(forms.METHODS)}")
+        self.law_i, self.law_j = law_i, law_j
+        self.method = method
+        self.bootstrap = bootstrap
+        self.seed = seed
+        self.jobs = jobs
+        self.on_progress = on_progress
+
+    def separate(self, N, Di, Dj) -> np.ndarray:
+        """[Li(N, Di) + Lj(N, Dj)] / 2: what the two uni-modal laws give at the same N and tokens."""
+        return 0.5 * (self.law_i.predict(N, Di) + self.law_j.predict(N, Dj))
+
+    def fit(self, N, Di, Dj, loss) -> "BimodalLaw":
+        N, Di, Dj, loss = forms.check_points(N=N, Di=Di, Dj=Dj, loss=loss)
+        from . import fitting  # SciPy and Numba: only when fitting
+
+        p = make_problem(N, Di + Dj, loss, base=self.separate(N, Di, Dj), sign=-1.0)
+        best = fitting.fit(p, self.method, fitting.REFERENCE_GRID_BIMODAL)
+        self._set(best.theta, best.objective, len(loss))
+        self.ci_ = {}
+        if self.bootstrap:
+            thetas = fitting.bootstrap(
+                p, best.theta, self.bootstrap, self.method, fitting.REFERENCE_GRID_BIMODAL,
+                seed=self.seed, jobs=self.jobs, on_progress=self.on_progress,
+            )
+            self.ci_ = fitting.percentile_ci(thetas, PARAMS)
+        self.warnings_ = forms.bound_warnings(best.theta, PARAMS, p.log_n, p.log_d, d_label="Di + Dj")
+        return self
+
+    def _set(self, theta, objective, n_points) -> None:
+        self.theta_ = np.asarray(theta, dtype=float)
+        for k, v in forms.natural(self.theta_, PARAMS).items():
+            setattr(self, k + "_", float(v))
+        self.objective_ = float(objective)
+        self.n_points_ = int(n_points)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "theta_"):
+            raise MmlmError("this BimodalLaw is not fitted yet")
+
+    def interaction(self, N, D) -> np.ndarray:
+        """-C + A / N^alpha + B / D^beta at total tokens D = Di + Dj: negative where synergy wins."""
+        self._check_fitted()
+        N, D = np.broadcast_arrays(np.asarray(N, dtype=float), np.asarray(D, dtype=float))
+        return predict(self.theta_, np.log(N), np.log(D), base=0.0, sign=-1.0)
+
+    def predict(self, N, Di, Dj) -> np.ndarray:
+        """Predicted mean of the two per-dataset losses of one model trained on both."""
+        self._check_fitted()
+        N, Di, Dj = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (N, Di, Dj)))
+        return self.separate(N, Di, Dj) + self.interaction(N, Di + Dj)
+
+    def to_dict(self) -> dict:
+        self._check_fitted()
+        return {
+            "C": self.C_, "A": self.A_, "B": self.B_, "alpha": self.alpha_, "beta": self.beta_,
+            "objective": self.objective_, "n_points": self.n_points_, "ci": self.ci_,
+            "warnings": list(self.warnings_),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, law_i: UnimodalLaw, law_j: UnimodalLaw, where: str = "law") -> "BimodalLaw":
+        try:
+            vals = [float(d[k]) for k in PARAMS]
+        except (KeyError, TypeError, ValueError) as e:
+            raise MmlmError(f"{where}: needs numbers C, A, B, alpha, beta ({e})") from None
+        if not all(np.isfinite(vals)) or min(vals[:3]) < 0 or min(vals[3:]) < 0:
+            raise MmlmError(f"{where}: C, A, B, alpha, beta must be finite and non-negative")
+        law = cls(law_i, law_j)
+        C, A, B, alpha, beta = vals
+        with np.errstate(divide="ignore"):
+            law._set([np.log(C), np.log(A), np.log(B), alpha, beta], d.get("objective", float("nan")), d.get("n_points", 0))
+        law.ci_ = d.get("ci") or {}
+        law.warnings_ = list(d.get("warnings") or [])
+        return law
+
+    def __repr__(self) -> str:
+        if not hasattr(self, "theta_"):
+            return f"BimodalLaw(method={self.method!r})"
+        return (f"BimodalLaw(C={self.C_:.4g}, A={self.A_:.4g}, B={self.B_:.4g}, "
+                f"alpha={self.alpha_:.4g}, beta={self.beta_:.4g})")

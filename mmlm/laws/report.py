@@ -1,0 +1,234 @@
+"""The files `mmlm fit` writes: laws.json, PNG plots (matplotlib, Agg) and report.md.
+
+Everything is rendered in memory first and then written file by file atomically, so a failure
+while plotting leaves no half-written output.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from mmlm import atomic
+from mmlm.errors import MmlmError
+
+from . import planning
+from .results import SAME_SIZE, Fitted
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "law"
+
+
+def _size_groups(N: np.ndarray, most: int = 8) -> list[float]:
+    """Representative model sizes: distinct sizes (within SAME_SIZE), at most `most`, spread in log N."""
+    sizes: list[float] = []
+    for n in np.sort(N):
+        if not sizes or n > sizes[-1] * SAME_SIZE:
+            sizes.append(float(n))
+    if len(sizes) > most:
+        idx = np.unique(np.round(np.linspace(0, len(sizes) - 1, most)).astype(int))
+        sizes = [sizes[i] for i in idx]
+    return sizes
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_loss_vs_d(name: str, law, pts: dict) -> bytes:
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    N, D, L = pts["N"], pts["D"], pts["loss"]
+    fig, ax = plt.subplots(figsize=(7, 4.8), layout="constrained")
+    norm = LogNorm(N.min(), max(N.max(), N.min() * 1.0001))
+    cmap = plt.get_cmap("viridis")
+    sc = ax.scatter(D, L, c=N, cmap=cmap, norm=norm, s=14, edgecolors="none", zorder=3)
+    d = np.logspace(np.log10(D.min() / 1.5), np.log10(D.max() * 1.5), 200)
+    for n in _size_groups(N):
+        ax.plot(d, law.predict(n, d), color=cmap(norm(n)), lw=1.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("D (tokens)")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{name}: L = {law.E_:.3g} + {law.A_:.3g}/N^{law.alpha_:.3f} + {law.B_:.3g}/D^{law.beta_:.3f}",
+                 fontsize=9)
+    fig.colorbar(sc, ax=ax, label="N (parameters)")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def plot_isoflop(name: str, law, pts: dict) -> bytes:
+    """Loss along N at fixed compute C = 6ND for a few budgets, and the compute-optimal frontier."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    N, D, L = pts["N"], pts["D"], pts["loss"]
+    C = 6 * N * D
+    fig, ax = plt.subplots(figsize=(7, 4.8), layout="constrained")
+    cmin, cmax = C.min(), max(C.max(), C.min() * 10)
+    norm = LogNorm(cmin, cmax)
+    cmap = plt.get_cmap("plasma")
+    ax.scatter(N, L, c=C, cmap=cmap, norm=norm, s=12, edgecolors="none", alpha=0.7, zorder=3)
+    n = np.logspace(np.log10(N.min() / 3), np.log10(N.max() * 3), 300)
+    for c in np.logspace(np.log10(cmin), np.log10(cmax), 6):
+        ax.plot(n, law.predict(n, c / (6 * n)), color=cmap(norm(c)), lw=1.2, label=f"C = {c:.2g}")
+    if law.alpha_ > 0 and law.beta_ > 0:
+        budgets = np.logspace(np.log10(cmin), np.log10(cmax), 60)
+        opt = [planning.optimal(law, c) for c in budgets]
+        ax.plot([o["n"] for o in opt], [o["loss"] for o in opt], "k--", lw=1.5, label="compute-optimal")
+    ax.set_xscale("log")
+    lo, hi = L.min(), L.max()
+    ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.3 * (hi - lo + 1e-9))
+    ax.set_xlabel("N (parameters)")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{name}: IsoFLOP curves (C = 6ND) and the compute-optimal frontier", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def plot_pair(key: str, law, pts: dict) -> bytes:
+    """Predicted mixed loss over (N, D = Di + Dj) with the competition barrier."""
+    import matplotlib.pyplot as plt
+
+    N, D, L = pts["N"], pts["Di"] + pts["Dj"], pts["loss"]
+    share = float(np.median(pts["Di"] / D))  # draw the surface at the runs' typical split
+    n_hi, d_hi = N.max() * 30, D.max() * 30
+    C, A, B, al, be = law.C_, law.A_, law.B_, law.alpha_, law.beta_
+    if C > 0 and min(A, B, al, be) > 0:
+        # Show the barrier where it is not too far beyond the runs: up to 10x its asymptote in D,
+        # (B / C)^(1/beta), and 3x the N at which it comes within 2x of that asymptote.
+        d_inf = (B / C) ** (1 / be)
+        n_near = (A / (C * (1 - 2.0**-be))) ** (1 / al)
+        n_hi = min(max(n_hi, 3 * n_near), N.max() * 1e4)
+        d_hi = min(max(d_hi, 10 * d_inf), D.max() * 1e4)
+    n = np.logspace(np.log10(N.min() / 3), np.log10(n_hi), 120)
+    d = np.logspace(np.log10(D.min() / 3), np.log10(d_hi), 120)
+    nn, dd = np.meshgrid(n, d)
+    surface = law.predict(nn, share * dd, (1 - share) * dd)
+    fig, ax = plt.subplots(figsize=(7, 4.8), layout="constrained")
+    cs = ax.contourf(nn, dd, surface, levels=20, cmap="viridis")
+    fig.colorbar(cs, ax=ax, label=f"predicted mean loss ({key})")
+    margin = -law.interaction(nn, dd)  # separate - mixed at the same N and tokens
+    if np.nanmin(margin) < 0 < np.nanmax(margin):
+        ax.contour(nn, dd, margin, levels=[0.0], colors="red", linewidths=2)
+    ax.plot([], [], color="red", lw=2, label="competition barrier (synergy = competition)")
+    ax.scatter(N, D, c="white", edgecolors="black", s=18, zorder=3, label="runs")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("N (parameters)")
+    ax.set_ylabel("D = Di + Dj (tokens)")
+    ax.set_title(f"{key}: C = {law.C_:.3g}, A = {law.A_:.3g}, alpha = {law.alpha_:.3f}, "
+                 f"B = {law.B_:.3g}, beta = {law.beta_:.3f}; synergy above/right of the barrier", fontsize=8)
+    ax.legend(fontsize=7, loc="lower left")
+    return _png(fig)
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and (not math.isfinite(x)):
+        return str(x)
+    return f"{x:.4g}"
+
+
+def _with_ci(d: dict, k: str) -> str:
+    ci = d.get("ci") or {}
+    if k in ci:
+        lo, hi = ci[k]
+        return f"{_fmt(d[k])} [{_fmt(lo)}, {_fmt(hi)}]"
+    return _fmt(d[k])
+
+
+def _md(name: str) -> str:
+    return name.replace("|", "\\|")  # a pair "a|b" inside a table cell
+
+
+def report_markdown(fitted: Fitted, images: dict[str, str]) -> str:
+    laws = fitted.laws()
+    s = fitted.settings
+    lines = [
+        "# Scaling-law fit",
+        "",
+        f"Source: `{fitted.source}`. Method: {s['method']}; bootstrap resamples: {s['bootstrap']}"
+        + (" (intervals are 2.5-97.5 percentiles)" if s["bootstrap"] else "")
+        + f"; highest-loss points excluded per law: {s['exclude_top_loss']}; holdout: {s['holdout']}.",
+        "",
+        "Objective: sum of Huber(delta = 1e-3) of log-loss residuals. Coefficients are the unrounded fitted values "
+        "(laws.json has full precision).",
+        "",
+        "## Uni-modal laws: L(N, D) = E + A / N^alpha + B / D^beta",
+        "",
+        "| dataset | E | A | B | alpha | beta | objective | points | holdout error | warnings |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, d in laws["unimodal"].items():
+        lines.append(
+            f"| {_md(name)} | " + " | ".join(_with_ci(d, k) for k in ("E", "A", "B", "alpha", "beta"))
+            + f" | {_fmt(d['objective'])} | {d['n_points']} | {_fmt(d['holdout_error'])} | "
+            + ("; ".join(d["warnings"]) or "-") + " |"
+        )
+    if laws["bimodal"]:
+        lines += [
+            "",
+            "## Bi-modal laws: L(N, Di, Dj) = [Li(N, Di) + Lj(N, Dj)] / 2 - C + A / N^alpha + B / (Di + Dj)^beta",
+            "",
+            "| pair | C | A | B | alpha | beta | objective | points | warnings |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for key, d in laws["bimodal"].items():
+            lines.append(
+                f"| {_md(key)} | " + " | ".join(_with_ci(d, k) for k in ("C", "A", "B", "alpha", "beta"))
+                + f" | {_fmt(d['objective'])} | {d['n_points']} | " + ("; ".join(d["warnings"]) or "-") + " |"
+            )
+    if images:
+        lines += ["", "## Plots", ""]
+        for title, fname in images.items():
+            lines += [f"### {title}", "", f"![{title}]({fname})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render(fitted: Fitted, plots: bool = True) -> dict[str, bytes]:
+    """File name -> contents of every file of the output folder."""
+    files: dict[str, bytes] = {}
+    images: dict[str, str] = {}
+    if plots:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        for name, law in fitted.unimodal.items():
+            pts = fitted.points[name]
+            for kind, fn, title in (("loss_vs_d", plot_loss_vs_d, "loss against D per N"),
+                                    ("isoflop", plot_isoflop, "IsoFLOP curves and the compute-optimal frontier")):
+                fname = f"{kind}_{_slug(name)}.png"
+                files[fname] = fn(name, law, pts)
+                images[f"{name}: {title}"] = fname
+        for key, law in fitted.bimodal.items():
+            fname = f"pair_{_slug(key)}.png"
+            files[fname] = plot_pair(key, law, fitted.points[key])
+            images[f"{key}: loss surface and competition barrier"] = fname
+    files["report.md"] = report_markdown(fitted, images).encode("utf-8")
+    files["laws.json"] = (json.dumps(fitted.laws(), indent=2) + "\n").encode("utf-8")
+    return files
+
+
+def write_outputs(fitted: Fitted, out: str | Path, plots: bool = True) -> list[Path]:
+    files = render(fitted, plots)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MmlmError(f"--out {out}: exists and is not a folder")
+    written = []
+    for fname, data in files.items():  # laws.json last: once it is there, everything is
+        atomic.write_bytes(out / fname, data)
+        written.append(out / fname)
+    return written

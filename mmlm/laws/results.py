@@ -1,0 +1,204 @@
+"""From a results table to laws: fit every uni-modal and bi-modal law; read laws.json back.
+
+laws.json (the schema is documented in docs/readme/fit.md):
+    {"unimodal": {name: {"E", "A", "B", "alpha", "beta", "objective", "n_points", "ci": {param: [lo, hi]},
+                         "holdout_error", "warnings": [...]}},
+     "bimodal":  {"i|j": {"C", "A", "B", "alpha", "beta", "objective", "n_points", "ci": {...}, "warnings": [...]}}}
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmlm.errors import MmlmError
+
+from .bimodal import BimodalLaw
+from .table import Table, read_table
+from .unimodal import UnimodalLaw
+
+HOLDOUTS = ("none", "largest")
+# Model sizes within this factor of each other count as one size (points read off a figure, or
+# parameter counts that differ by a rounding, are not distinct sizes).
+SAME_SIZE = 1.01
+
+
+@dataclass
+class Fitted:
+    """Everything `mmlm fit` produces: the laws.json dict, the law objects and the points behind them."""
+
+    source: str
+    settings: dict
+    unimodal: dict[str, UnimodalLaw] = field(default_factory=dict)
+    bimodal: dict[str, BimodalLaw] = field(default_factory=dict)
+    points: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def laws(self) -> dict:
+        return {
+            "unimodal": {k: v.to_dict() for k, v in self.unimodal.items()},
+            "bimodal": {k: v.to_dict() for k, v in self.bimodal.items()},
+        }
+
+
+def pair_key(i: str, j: str) -> str:
+    return f"{i}|{j}"
+
+
+def _drop_top_loss(arrays: list[np.ndarray], lines: list[int], loss: np.ndarray, k: int):
+    if k <= 0:
+        return arrays, lines
+    keep = np.ones(len(loss), dtype=bool)
+    keep[np.argsort(loss, kind="stable")[len(loss) - min(k, len(loss)):]] = False
+    return [a[keep] for a in arrays], [ln for ln, kp in zip(lines, keep) if kp]
+
+
+def _enough(where: str, n: int, lines: list[int]) -> None:
+    if n < 5:
+        shown = ", ".join(map(str, lines[:8])) + (", ..." if len(lines) > 8 else "")
+        at = f" (lines {shown})" if lines else ""
+        raise MmlmError(f"{where}: {n} points{at}, fewer than the law's 5 parameters")
+
+
+def fit_table(
+    table: Table, method: str = "fast", bootstrap: int = 0, exclude_top_loss: int = 0, holdout: str = "none",
+    seed: int = 0, jobs: int = 1, on_progress=None,
+) -> Fitted:
+    """Fit the uni-modal law of every dataset trained alone, then the bi-modal law of every pair.
+
+    on_progress(label, advance, total) is called as fits and bootstrap resamples finish.
+    """
+    if holdout not in HOLDOUTS:
+        raise MmlmError(f"--holdout must be one of {', '.join(HOLDOUTS)}, got {holdout!r}")
+    if bootstrap < 0 or exclude_top_loss < 0:
+        raise MmlmError("--bootstrap and --exclude-top-loss must be >= 0")
+    settings = {"method": method, "bootstrap": bootstrap, "exclude_top_loss": exclude_top_loss,
+                "holdout": holdout, "seed": seed}
+    out = Fitted(table.path, settings)
+    names = table.unimodal_names()
+    pairs = table.pairs()
+    if not names:
+        raise MmlmError(f"{table.path}: no runs trained on a single dataset and evaluated on it: nothing to fit")
+    for i, j in pairs:
+        for x in (i, j):
+            if x not in names:
+                raise MmlmError(f"{table.path}: pair {pair_key(i, j)} has no runs trained on {x} alone "
+                                f"(its bi-modal law needs the uni-modal law of {x})")
+
+    # Every law's points first, so that bad input is reported before any fitting starts.
+    for name in names:
+        N, D, L, lines = table.unimodal_points(name)
+        (N, D, L), lines = _drop_top_loss([N, D, L], lines, L, exclude_top_loss)
+        _enough(f"{table.path}: dataset {name!r}", len(L), lines)
+        out.points[name] = {"N": N, "D": D, "loss": L}
+    for i, j in pairs:
+        key = pair_key(i, j)
+        N, Di, Dj, L, lines = table.bimodal_points(i, j)
+        (N, Di, Dj, L), lines = _drop_top_loss([N, Di, Dj, L], lines, L, exclude_top_loss)
+        _enough(f"{table.path}: pair {key}", len(L), lines)
+        out.points[key] = {"N": N, "Di": Di, "Dj": Dj, "loss": L}
+
+    def progress(label):
+        total = bootstrap + 1
+        if on_progress:
+            on_progress(label, 0, total)
+        return (lambda k: on_progress(label, k, total)) if on_progress else None
+
+    for name in names:
+        pts = out.points[name]
+        tick = progress(name)
+        law = UnimodalLaw(method, bootstrap, seed, jobs, on_progress=tick).fit(pts["N"], pts["D"], pts["loss"])
+        if tick:
+            tick(1)
+        if holdout == "largest":
+            _holdout(law, pts["N"], pts["D"], pts["loss"], method)
+        out.unimodal[name] = law
+    for i, j in pairs:
+        key = pair_key(i, j)
+        pts = out.points[key]
+        tick = progress(key)
+        law = BimodalLaw(out.unimodal[i], out.unimodal[j], method, bootstrap, seed, jobs, on_progress=tick)
+        out.bimodal[key] = law.fit(pts["N"], pts["Di"], pts["Dj"], pts["loss"])
+        if tick:
+            tick(1)
+    return out
+
+
+def _holdout(law: UnimodalLaw, N, D, L, method: str) -> None:
+    """Refit without the runs of the largest model size; the mean relative error predicting them."""
+    held = N >= N.max() / SAME_SIZE
+    if (~held).sum() < 5 or len(np.unique(np.round(np.log(N[~held]), 2))) < 2:
+        law.warnings_.append("holdout: too few points or sizes left without the largest size; not reported")
+        return
+    sub = UnimodalLaw(method).fit(N[~held], D[~held], L[~held])
+    err = np.abs(sub.predict(N[held], D[held]) - L[held]) / L[held]
+    law.holdout_error_ = float(err.mean())
+
+
+def fit_results(
+    csv_path: str | Path, out: str | Path | None = None, *, n_col=None, d_col=None, flops_col=None,
+    loss_col=None, dataset_col=None, mixture_col=None, plots: bool = True, **fit_options,
+) -> dict:
+    """Read a results CSV, fit every law, and (given `out`) write laws.json, plots and report.md there.
+    Returns the laws.json dict."""
+    table = read_table(csv_path, n_col, d_col, flops_col, loss_col, dataset_col, mixture_col)
+    fitted = fit_table(table, **fit_options)
+    if out is not None:
+        from .report import write_outputs
+
+        write_outputs(fitted, out, plots=plots)
+    return fitted.laws()
+
+
+# ---- reading laws.json back -------------------------------------------------------------------
+
+def load_laws(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        laws = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MmlmError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MmlmError(f"{path}: not a laws.json file ({e})") from None
+    if not isinstance(laws, dict) or not isinstance(laws.get("unimodal"), dict):
+        raise MmlmError(f"{path}: not a laws.json file (no \"unimodal\" object)")
+    laws.setdefault("bimodal", {})
+    laws["_path"] = str(path)
+    return laws
+
+
+def unimodal_law(laws: dict, name: str | None) -> tuple[str, UnimodalLaw]:
+    uni, path = laws["unimodal"], laws.get("_path", "laws.json")
+    if name is None:
+        if len(uni) != 1:
+            raise MmlmError(f"{path} has {len(uni)} uni-modal laws; pick one with --dataset "
+                            f"({', '.join(uni) or 'none'})")
+        name = next(iter(uni))
+    if name not in uni:
+        raise MmlmError(f"{path}: no uni-modal law {name!r} (have: {', '.join(uni) or 'none'})")
+    return name, UnimodalLaw.from_dict(uni[name], where=f"{path}: unimodal.{name}")
+
+
+def bimodal_law(laws: dict, pair: str) -> tuple[str, BimodalLaw]:
+    """The law of a pair given as 'a,b' or 'a|b' (either order)."""
+    path = laws.get("_path", "laws.json")
+    parts = [p.strip() for p in pair.replace("|", ",").split(",") if p.strip()]
+    if len(parts) != 2:
+        raise MmlmError(f"--pair needs two dataset names like a,b; got {pair!r}")
+    i, j = parts
+    bi = laws["bimodal"]
+    key = next((k for k in (pair_key(i, j), pair_key(j, i)) if k in bi), None)
+    if key is None:
+        raise MmlmError(f"{path}: no bi-modal law for {i}|{j} (have: {', '.join(bi) or 'none'})")
+    i, j = key.split("|", 1)
+    _, li = unimodal_law(laws, i)
+    _, lj = unimodal_law(laws, j)
+    return key, BimodalLaw.from_dict(bi[key], li, lj, where=f"{path}: bimodal.{key}")
+
+
+def any_law(laws: dict, name: str | None):
+    """A uni-modal law by name, or a bi-modal one when the name is a pair 'a|b' / 'a,b'."""
+    if name is not None and ("|" in name or "," in name):
+        return bimodal_law(laws, name)
+    return unimodal_law(laws, name)
