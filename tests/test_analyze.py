@@ -261,7 +261,7 @@ def test_by_size_trends(tmp_path):
 def test_bad_laws_and_out(tmp_path):
     run = exact_run(tmp_path / "run")
     (tmp_path / "laws.json").write_text(json.dumps({"bimodal": {"a|b": {"alpha": 0.3}}}))
-    with pytest.raises(MmlmError, match="'a\\|b' needs a positive number 'beta'"):
+    with pytest.raises(MmlmError, match="'a\\|b' needs a non-negative number 'beta'"):
         analyze_path(run, laws=tmp_path / "laws.json")
     with pytest.raises(MmlmError, match="no such file"):
         analyze_path(run, laws=tmp_path / "nope.json")

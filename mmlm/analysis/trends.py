@@ -31,8 +31,8 @@ def read_laws(path: str | Path) -> dict:
     for key, law in obj.get("bimodal", {}).items():
         for p in ("alpha", "beta"):
             v = law.get(p) if isinstance(law, dict) else None
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise MmlmError(f"--laws {path}: bimodal '{key}' needs a positive number '{p}', got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:  # 0 is a legitimate fit at a bound (flagged by mmlm fit)
+                raise MmlmError(f"--laws {path}: bimodal '{key}' needs a non-negative number '{p}', got {v!r}")
     return obj
 
 
