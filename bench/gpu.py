@@ -86,45 +86,50 @@ def _model_parity():
     return (a - b).abs().max().item(), (a.argmax(-1) == b.argmax(-1)).float().mean().item()
 
 
-def _train_entries(quick, matmul):
+def _train_entry(size, quick, matmul, name, peak):
     import torch
 
     from mmlm.model import GPT, count_params, model_config
+
+    seq, batch = 2048, 8
+    cfg = model_config(size, 8192, seq_len=seq)
+    model = GPT(cfg, attention="xformers").cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), fused=True)
+    x = torch.randint(0, cfg.vocab_size, (batch, seq + 1), device="cuda")
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(x[:, :-1])[0]
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    dt = _time_cuda(step, 5 if quick else 20)
+    tokens_s = batch * seq / dt
+    n = count_params(cfg)["n_params_nonembed"]
+    flops_per_token = 6 * n + 12 * cfg.n_layer * seq * cfg.d_model  # PaLM appendix B
+    achieved = flops_per_token * tokens_s
+    note = f"{tokens_s:,.0f} tokens/s, batch {batch}x{seq}, {name}"
+    if peak:
+        note += f"; MFU vs datasheet {peak / 1e12:.0f} TFLOP/s: {achieved / peak:.1%}"
+    return {"name": f"gpu bf16 train {size} (xformers): model FLOP/s vs bf16 matmul",
+            "value": achieved / 1e12, "baseline": matmul / 1e12, "ratio": achieved / matmul,
+            "target": 0.4, "unit": "TFLOP/s", "meets": achieved / matmul >= 0.4, "note": note}
+
+
+def _train_entries(quick, matmul):
+    import torch
 
     name = torch.cuda.get_device_name(0)
     peak = next((v for k, v in DATASHEET_BF16.items() if k in name), None)
     entries = []
     for size in SIZES:
-        seq, batch = 2048, 8
-        cfg = model_config(size, 8192, seq_len=seq)
-        model = GPT(cfg, attention="xformers").cuda()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), fused=True)
-        x = torch.randint(0, cfg.vocab_size, (batch, seq + 1), device="cuda")
-
-        def step():
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = model(x[:, :-1])[0]
-                loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten())
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        for _ in range(3):
-            step()
-        dt = _time_cuda(step, 5 if quick else 20)
-        tokens_s = batch * seq / dt
-        n = count_params(cfg)["n_params_nonembed"]
-        flops_per_token = 6 * n + 12 * cfg.n_layer * seq * cfg.d_model  # PaLM appendix B
-        achieved = flops_per_token * tokens_s
-        note = f"{tokens_s:,.0f} tokens/s, batch {batch}x{seq}, {name}"
-        if peak:
-            note += f"; MFU vs datasheet {peak / 1e12:.0f} TFLOP/s: {achieved / peak:.1%}"
-        entries.append({"name": f"gpu bf16 train {size} (xformers): model FLOP/s vs bf16 matmul",
-                        "value": achieved / 1e12, "baseline": matmul / 1e12, "ratio": achieved / matmul,
-                        "target": 0.4, "unit": "TFLOP/s", "meets": achieved / matmul >= 0.4, "note": note})
-        del model, opt
-        torch.cuda.empty_cache()
+        entries.append(_train_entry(size, quick, matmul, name, peak))
+        torch.cuda.empty_cache()  # the model and optimizer went out of scope with _train_entry
     return entries
 
 

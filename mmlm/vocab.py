@@ -13,12 +13,12 @@ vocab.json:
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import atomic
 from .errors import MmlmError
+from .jsonio import read_json
 
 FORMAT = "mmlm-vocab/1"
 SEGMENT_MODALITIES = ("text", "code", "image", "speech", "molecule")
@@ -133,8 +133,4 @@ class Vocab:
         path = Path(path)
         if not path.is_file():
             raise MmlmError(f"{path}: no vocabulary here (run `mmlm tokenize` first)")
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise MmlmError(f"{path}: unreadable vocabulary ({e})") from None
-        return cls.from_json(obj, str(path))
+        return cls.from_json(read_json(path, "vocabulary"), str(path))

@@ -175,7 +175,7 @@ def test_fit_bad_input_is_one_line_error(tmp_path, make, args, message):
         (("optimal", "{laws}", "--flops", 1e21, "--dataset", "speech"), "no uni-modal law 'speech'"),
         (("barrier", "{laws}", "--pair", "text,speech"), "no bi-modal law for text|speech"),
         (("plan", "{missing}", "--flops", 1e21, "--datasets", "text,code"), "no such file"),
-        (("plan", "{broken}", "--flops", 1e21, "--datasets", "text,code"), "not a laws.json file"),
+        (("plan", "{broken}", "--flops", 1e21, "--datasets", "text,code"), "unreadable laws.json file"),
     ],
 )
 def test_law_bad_input_is_one_line_error(fitted, tmp_path, args, message):

@@ -6,7 +6,6 @@ exist): a handful of runs gives ranks, not a slope worth fitting.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -14,18 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MmlmError
+from ..jsonio import read_json
 from .runs import Run
 
 
 def read_laws(path: str | Path) -> dict:
     """laws.json as written by `mmlm fit`: {"unimodal": {...}, "bimodal": {"A|B": {"alpha", "beta", ...}}}."""
     path = Path(path)
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MmlmError(f"--laws {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MmlmError(f"--laws {path}: unreadable JSON ({e})") from None
+    obj = read_json(path, "--laws file")
     if not isinstance(obj, dict) or not isinstance(obj.get("bimodal", {}), dict):
         raise MmlmError(f"--laws {path}: expected an object with a 'bimodal' table of pair laws")
     for key, law in obj.get("bimodal", {}).items():

@@ -101,7 +101,7 @@ def plot_pair(key: str, law, pts: dict) -> bytes:
     """Predicted mixed loss over (N, D = Di + Dj) with the competition barrier."""
     import matplotlib.pyplot as plt
 
-    N, D, L = pts["N"], pts["Di"] + pts["Dj"], pts["loss"]
+    N, D = pts["N"], pts["Di"] + pts["Dj"]
     share = float(np.median(pts["Di"] / D))  # draw the surface at the runs' typical split
     n_hi, d_hi = N.max() * 30, D.max() * 30
     C, A, B, al, be = law.C_, law.A_, law.B_, law.alpha_, law.beta_

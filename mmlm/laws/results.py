@@ -7,13 +7,13 @@ laws.json (the schema is documented in the README, section "laws.json"):
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mmlm.errors import MmlmError
+from mmlm.jsonio import read_json
 
 from .bimodal import BimodalLaw
 from .table import Table, read_table
@@ -155,12 +155,7 @@ def fit_results(
 
 def load_laws(path: str | Path) -> dict:
     path = Path(path)
-    try:
-        laws = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MmlmError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MmlmError(f"{path}: not a laws.json file ({e})") from None
+    laws = read_json(path, "laws.json file")
     if not isinstance(laws, dict) or not isinstance(laws.get("unimodal"), dict):
         raise MmlmError(f"{path}: not a laws.json file (no \"unimodal\" object)")
     laws.setdefault("bimodal", {})

@@ -13,7 +13,6 @@ parse it.
 """
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import MmlmError
+from ..jsonio import read_json
 
 KIND = "smiles-regex"
 FORMAT = "mmlm-smiles/1"
@@ -129,12 +129,7 @@ class SmilesTokenizer:
     @classmethod
     def load(cls, path: str | Path) -> "SmilesTokenizer":
         path = Path(path)
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise MmlmError(f"{path}: SMILES tokenizer file is missing") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise MmlmError(f"{path}: unreadable SMILES tokenizer ({e})") from None
+        obj = read_json(path, "SMILES tokenizer")
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             found = obj.get("format") if isinstance(obj, dict) else None
             raise MmlmError(f"{path}: written by an incompatible version (format {found!r}, expected {FORMAT!r})")

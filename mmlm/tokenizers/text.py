@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import MmlmError
+from ..jsonio import read_json
 
 KIND = "bpe"
 FORMAT = "mmlm-bpe/1"
@@ -78,12 +79,7 @@ class BPETokenizer:
         from tokenizers import Tokenizer
 
         path = Path(path)
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise MmlmError(f"{path}: BPE tokenizer file is missing") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise MmlmError(f"{path}: unreadable BPE tokenizer ({e})") from None
+        obj = read_json(path, "BPE tokenizer")
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             found = obj.get("format") if isinstance(obj, dict) else None
             raise MmlmError(f"{path}: written by an incompatible version (format {found!r}, expected {FORMAT!r})")
