@@ -19,8 +19,10 @@ from .unimodal import UnimodalLaw
 PARAMS = ("C", "A", "B", "alpha", "beta")
 
 
-class BimodalLaw:
+class BimodalLaw(forms.FittedParams):
     """>>> BimodalLaw(law_i, law_j).fit(N, Di, Dj, mean_loss).predict(N, Di, Dj)"""
+
+    PARAMS = PARAMS
 
     def __init__(self, law_i: UnimodalLaw, law_j: UnimodalLaw, method: str = "fast", bootstrap: int = 0,
                  seed: int = 0, jobs: int = 1, on_progress=None):
@@ -53,17 +55,6 @@ class BimodalLaw:
             self.ci_ = fitting.percentile_ci(thetas, PARAMS)
         self.warnings_ = forms.bound_warnings(best.theta, PARAMS, p.log_n, p.log_d, d_label="Di + Dj")
         return self
-
-    def _set(self, theta, objective, n_points) -> None:
-        self.theta_ = np.asarray(theta, dtype=float)
-        for k, v in forms.natural(self.theta_, PARAMS).items():
-            setattr(self, k + "_", float(v))
-        self.objective_ = float(objective)
-        self.n_points_ = int(n_points)
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "theta_"):
-            raise MmlmError("this BimodalLaw is not fitted yet")
 
     def interaction(self, N, D) -> np.ndarray:
         """-C + A / N^alpha + B / D^beta at total tokens D = Di + Dj: negative where synergy wins."""

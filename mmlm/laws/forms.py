@@ -123,3 +123,20 @@ def bound_warnings(theta: np.ndarray, names, log_n, log_d, n_label="N", d_label=
         if np.ptp(x) < 1e-9:
             out.append(f"only one distinct {label}: {exp_name} is not identified")
     return out
+
+
+class FittedParams:
+    """What both law estimators share: fitted parameters kept as `theta_` and as attributes ending in `_`."""
+
+    PARAMS: tuple[str, ...] = ()
+
+    def _set(self, theta, objective, n_points) -> None:
+        self.theta_ = np.asarray(theta, dtype=float)
+        for k, v in natural(self.theta_, self.PARAMS).items():
+            setattr(self, k + "_", float(v))
+        self.objective_ = float(objective)
+        self.n_points_ = int(n_points)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "theta_"):
+            raise MmlmError(f"this {type(self).__name__} is not fitted yet")

@@ -11,12 +11,14 @@ from .forms import make_problem, predict
 PARAMS = ("E", "A", "B", "alpha", "beta")
 
 
-class UnimodalLaw:
+class UnimodalLaw(forms.FittedParams):
     """Chinchilla-form law, fitted as Hoffmann et al. / Epoch do (Huber on log loss; see fitting.py).
 
     >>> law = UnimodalLaw().fit(N, D, loss)
     >>> law.predict(N, D), law.alpha_, law.ci_
     """
+
+    PARAMS = PARAMS
 
     def __init__(self, method: str = "fast", bootstrap: int = 0, seed: int = 0, jobs: int = 1, on_progress=None):
         if method not in forms.METHODS:
@@ -44,17 +46,6 @@ class UnimodalLaw:
         self.warnings_ = forms.bound_warnings(best.theta, PARAMS, p.log_n, p.log_d)
         self.holdout_error_ = None
         return self
-
-    def _set(self, theta, objective, n_points) -> None:
-        self.theta_ = np.asarray(theta, dtype=float)
-        for k, v in forms.natural(self.theta_, PARAMS).items():
-            setattr(self, k + "_", float(v))
-        self.objective_ = float(objective)
-        self.n_points_ = int(n_points)
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "theta_"):
-            raise MmlmError("this UnimodalLaw is not fitted yet")
 
     def predict(self, N, D) -> np.ndarray:
         """Predicted loss at model size N and tokens D (broadcast)."""
