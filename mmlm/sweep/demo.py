@@ -10,11 +10,11 @@ Budgets grow x3 (a, 3a, 9a) to spread D; pair budgets are 2a, 6a, 18a.
 
 Timing (measured on 2 shared cores, CPU seconds at one torch thread per worker, seq_len 64,
 batch 512 tokens): pico ~5.5k tokens/s, nano ~4.7k, micro ~3.0k, i.e. 0.73 ms per token for the
-three sizes together. Tokens per size: 4 datasets x 13a + 2 pairs x 26a = 104a; a = 4096 gives 426k
-tokens per size -> ~310 s of training, plus ~0.7 s per run for setup, checkpoints and the final
-eval (54 runs, ~40 s) and ~10 s per worker to import torch: ~370 CPU seconds, ~3 minutes of wall
-time with `--jobs 2` on an idle 2-core machine (the largest runs are queued first, so the two
-workers finish together). Evaluation is only at the end (eval_every is larger than any run) on
+three sizes together. Tokens per size: 4 datasets x 13a + 2 pairs x 26a = 104a; a = 4096 gave 426k
+tokens per size and a sweep of 2 min 48 s wall with `--jobs 2` on an idle 2-core machine. The
+demo uses a = 6144 (x1.5, for better-spread fits) and seq_len 128 (so that a 64-code image and
+its sentinels fit in one context, and generation can draw whole images): about 4.5 minutes.
+The largest runs are queued first, so the two workers finish together. Evaluation is only at the end (eval_every is larger than any run) on
 8192 held-out tokens per dataset; checkpoints every 16 steps keep an interrupted demo cheap to resume.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ DEMO_DATASETS = ("text", "code", "image", "speech", "molecule", "image-text", "s
 UNIMODAL = ("text", "code", "image", "molecule")
 PAIRS = (("text", "code"), ("text", "image"))
 SIZES = ("pico", "nano", "micro")
-BASE_TOKENS = 4096
+BASE_TOKENS = 6144
 UNIMODAL_TOKENS = (BASE_TOKENS, 3 * BASE_TOKENS, 9 * BASE_TOKENS)
 
 
@@ -38,7 +38,7 @@ def _demo_grid_dict() -> dict:
     return {
         "sizes": list(SIZES),
         "mixtures": mixtures,
-        "train": {"seq_len": 64, "batch_tokens": 512, "eval_tokens": 8192, "eval_every": 1_000_000, "ckpt_every": 16},
+        "train": {"seq_len": 128, "batch_tokens": 512, "eval_tokens": 8192, "eval_every": 1_000_000, "ckpt_every": 16},
     }
 
 
