@@ -35,6 +35,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ""
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python bench/run_all.py
 
 clean:

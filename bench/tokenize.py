@@ -70,6 +70,11 @@ def _entry(name, value, baseline, ratio, target, unit, note="") -> dict:
     return e
 
 
+BLAS_NOTE = ("why one thread: tokenize runs beside other work (sweep workers, a second tokenize); on this "
+             "2-core machine under load one BLAS thread encoded 12-69x faster than the default threads, "
+             "while on an idle machine it costs about 10%, which is when this ratio falls below 1")
+
+
 def _one_blas_thread():
     from threadpoolctl import threadpool_limits
 
@@ -277,7 +282,7 @@ def bench_image(quick: bool, reps: int) -> list[dict]:
     n = len(images)
     return [
         _entry("tokenize image: encode, 1 BLAS thread vs default", n / ours, n / base, base / ours, 1.0, "images/s",
-               f"32x32 digits, 64 codes each, codebook 256: {64 * n / ours:,.0f} tokens/s"),
+               f"32x32 digits, 64 codes each, codebook 256: {64 * n / ours:,.0f} tokens/s; {BLAS_NOTE}"),
         _entry("tokenize image: reconstruction, random/trained", trained_err, random_err, random_err / trained_err,
                1.0, "MSE", f"held-out {len(images) - split} digits; Gaussian-matched random codebook"),
     ]
@@ -330,7 +335,7 @@ def bench_speech(quick: bool, reps: int) -> list[dict]:
     seconds = sum(len(w) for w, _ in waves) / 16000
     return [
         _entry("tokenize speech: encode, 1 BLAS thread vs default", seconds / ours, seconds / base, base / ours, 1.0,
-               "audio s/s", f"{len(waves)} {source}, {seconds:.0f} s of audio, 100 units"),
+               "audio s/s", f"{len(waves)} {source}, {seconds:.0f} s of audio, 100 units; {BLAS_NOTE}"),
         _entry("tokenize speech: reconstruction, random/trained", trained_err, random_err, random_err / trained_err,
                1.0, "dB LSD", f"held-out {len(waves) - split} utterances; units decoded with Griffin-Lim"),
     ]
