@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import atomic
-from .data import file_sha256
+from .shards import file_sha256
 from .errors import MmlmError
 
 FORMAT = "mmlm-checkpoint/1"

@@ -11,7 +11,6 @@ It does not depend on the training seed, so every run of a sweep is evaluated on
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import zlib
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MmlmError
-from .shards import Dataset, list_datasets
+from .shards import Dataset, file_sha256, list_datasets
 from .vocab import Vocab
 
 PAD_ID = 255  # dataset id of padding in eval rows (never a real dataset: the mixture has at most 255)
@@ -53,14 +52,6 @@ def parse_mix(spec: str) -> dict[str, float]:
     if len(mix) >= PAD_ID:
         raise MmlmError(f"--mix: {len(mix)} datasets, at most {PAD_ID - 1}")
     return mix
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def open_root(data_root: str | Path) -> tuple[Path, Vocab, str]:

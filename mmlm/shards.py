@@ -26,7 +26,7 @@ FORMAT = "mmlm-dataset/1"
 TOKEN_DTYPE = np.dtype("<u4")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -67,7 +67,7 @@ class DatasetWriter:
         meta = {"format": FORMAT, "name": self.path.name, **self.meta}
         meta["documents"] = self.documents
         meta["tokens"] = self._offsets[-1]
-        meta["checksums"] = {f: _sha256(self._tmp / f) for f in ("tokens.bin", "offsets.npy")}
+        meta["checksums"] = {f: file_sha256(self._tmp / f) for f in ("tokens.bin", "offsets.npy")}
         atomic.write_json(self._tmp / "meta.json", meta)
         self._ctx.__exit__(None, None, None)
 
@@ -132,7 +132,7 @@ class Dataset:
     def verify(self) -> None:
         """Check the checksums recorded in meta.json."""
         for f, digest in self.meta.get("checksums", {}).items():
-            if _sha256(self.path / f) != digest:
+            if file_sha256(self.path / f) != digest:
                 raise MmlmError(f"{self.path / f}: checksum mismatch (corrupt dataset)")
 
 
