@@ -116,10 +116,7 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    results = run(quick="--quick" in sys.argv)
-    print(f"{'benchmark':28} {'value':>10} {'baseline':>10} {'unit':>7} {'ratio':>7} {'target':>7}  meets")
-    for r in results:
-        print(f"{r['name']:28} {r['value']:10.4g} {r['baseline']:10.4g} {r['unit']:>7} {r['ratio']:7.3g} "
-              f"{r['target']:7.3g}  {'yes' if r['meets'] else 'NO'}")
-    for r in results:
-        print(f"  {r['name']}: {r['note']}")
+    sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib, so bench/tokenize.py shadows nothing
+    from run_all import main_for
+
+    main_for(run)

@@ -121,16 +121,8 @@ def run(quick: bool = False) -> list[dict]:
     ]
 
 
-def main() -> None:
-    quick = "--quick" in sys.argv[1:]
-    results = run(quick)
-    print(f"{'benchmark':42} {'value':>14} {'baseline':>14} {'unit':>10} {'ratio':>10} {'target':>7} meets")
-    for r in results:
-        print(f"{r['name']:42} {r['value']:14.10g} {r['baseline']:14.10g} {r['unit']:>10} {r['ratio']:10.4g} "
-              f"{r['target']:7g} {'yes' if r['meets'] else 'NO'}")
-    for r in results:
-        print(f"- {r['name']}: {r['note']}")
-
-
 if __name__ == "__main__":
-    main()
+    sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib, so bench/tokenize.py shadows nothing
+    from run_all import main_for
+
+    main_for(run)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 if __name__ == "__main__" and sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)  # `python bench/generate.py` puts bench/ first, where bench/tokenize.py shadows the stdlib's
@@ -157,19 +158,8 @@ def _run(quick: bool) -> list[dict]:
     return results
 
 
-def main(argv: list[str]) -> int:
-    quick = "--quick" in argv
-    rows = run(quick)
-    print(f"{'benchmark':34} {'ours':>12} {'baseline':>12} {'ratio':>8} {'target':>7}  meets")
-    for r in rows:
-        if r.get("skipped"):
-            print(f"{r['name']:34} skipped: {r['note']}")
-            continue
-        print(f"{r['name']:34} {r['value']:>12.1f} {r['baseline']:>12.1f} {r['ratio']:>7.2f}x {r['target']:>6.1f}x  "
-              f"{'yes' if r['meets'] else 'NO'}")
-    print(f"(unit: {rows[0]['unit']}, median of interleaved repetitions)")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib, so bench/tokenize.py shadows nothing
+    from run_all import main_for
+
+    main_for(run)

@@ -108,14 +108,8 @@ def run(quick: bool = False) -> list[dict]:
     return results
 
 
-def print_table(results) -> None:
-    print(f"{'benchmark':28} {'value':>10} {'baseline':>10} {'unit':>6} {'ratio':>9} {'target':>7}  meets")
-    for r in results:
-        print(f"{r['name']:28} {r['value']:10.4g} {r['baseline']:10.4g} {r['unit']:>6} {r['ratio']:9.3g} "
-              f"{r['target']:7.3g}  {'yes' if r['meets'] else 'NO'}")
-    for r in results:
-        print(f"  {r['name']}: {r['note']}")
-
-
 if __name__ == "__main__":
-    print_table(run(quick="--quick" in sys.argv))
+    sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib, so bench/tokenize.py shadows nothing
+    from run_all import main_for
+
+    main_for(run)

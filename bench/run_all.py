@@ -50,6 +50,24 @@ def _fmt(x) -> str:
     return str(x)
 
 
+def print_table(results: list[dict]) -> None:
+    """The console table every bench file prints when run on its own."""
+    width = max([len(r["name"]) for r in results] + [9])
+    print(f"{'benchmark':{width}} {'value':>10} {'baseline':>10} {'unit':>9} {'ratio':>9} {'target':>7}  meets")
+    for r in results:
+        meets = "skipped" if r.get("skipped") else ("yes" if r["meets"] else "NO")
+        print(f"{r['name']:{width}} {_fmt(r['value']):>10} {_fmt(r['baseline']):>10} {r['unit']:>9} "
+              f"{_fmt(r['ratio']):>9} {_fmt(r['target']):>7}  {meets}")
+    for r in results:
+        if r.get("note"):
+            print(f"  {r['name']}: {r['note']}")
+
+
+def main_for(run) -> None:
+    """`python bench/<file>.py [--quick]`: run one bench file and print its table."""
+    print_table(run(quick="--quick" in sys.argv[1:]))
+
+
 def write_markdown(results: dict, errors: dict, path: Path, machine: str, seconds: float) -> None:
     today = datetime.date.today().isoformat()
     lines = [

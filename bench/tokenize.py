@@ -27,6 +27,7 @@ digits at 32x32; RDKit's bundled NCI SMILES (skipped without RDKit); eSpeak NG u
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 if __name__ == "tokenize":
     # bench/ is on sys.path (`python bench/...`), so `import tokenize` (the standard library's, which
@@ -347,11 +348,7 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    results = run(quick="--quick" in sys.argv)
-    print(f"{'benchmark':50} {'value':>10} {'baseline':>10} {'unit':>9} {'ratio':>7} {'target':>7}  meets")
-    for r in results:
-        print(f"{r['name']:50} {r['value']:10.4g} {r['baseline']:10.4g} {r['unit']:>9} {r['ratio']:7.3g} "
-              f"{r['target']:7.3g}  {'skipped' if r.get('skipped') else ('yes' if r['meets'] else 'NO')}")
-    for r in results:
-        if r.get("note"):
-            print(f"  {r['name']}: {r['note']}")
+    sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib, so bench/tokenize.py shadows nothing
+    from run_all import main_for
+
+    main_for(run)
