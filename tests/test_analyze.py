@@ -214,6 +214,28 @@ def test_competition_ratio_along_training(tmp_path):
     assert comp["final_ratio"] == pytest.approx(1 / c[950])
 
 
+def test_competition_with_final_evals_only_pairs_runs_at_half_the_tokens(tmp_path):
+    """A sweep that evaluates only at the start and the end (like the demo): the mixed run of T tokens is compared with the
+    uni-modal runs of T/2, even when its token shares differ from 50/50 by a little (within 2%)."""
+    runs = tmp_path / "sweep" / "runs"
+    cfg = {"size": "nano", "batch_tokens": 1024}
+    for d, T, loss in (("a", 10240, 4.0), ("a", 20480, 3.5), ("b", 10240, 5.0), ("b", 20480, 4.5)):
+        steps = T // 1024
+        write_run(runs / f"uni-{d}-{T}", {d: np.linspace(6, loss, steps + 1)}, eval_every=steps,
+                  config={**cfg, "mix": {d: 1}})
+    # mixed: 40 steps of 1024 = 40960 tokens, a gets 20480 (+1.5%), b 20480 (-1.5%)
+    steps = 40
+    mixed_eval = {"a": np.full(steps + 1, 3.0), "b": np.full(steps + 1, 4.0)}
+    write_run(runs / "mixed", {"a": np.linspace(6, 3, steps + 1), "b": np.linspace(6, 4, steps + 1)},
+              eval_every=steps, eval_losses=mixed_eval, config={**cfg, "mix": {"a": 0.5075, "b": 0.4925}})
+    comp = analyze_path(tmp_path / "sweep")["competition"]["mixed"]
+    assert comp["unimodal"] == {"a": "uni-a-20480", "b": "uni-b-20480"}
+    assert comp["steps"] == [0, 40]  # write_run evaluates at step 0 and at the end
+    # a's 20787 tokens lie just past its curve (its end value counts); b's 20173 are interpolated on it
+    l_b = 6 + (4.5 - 6) * (0.4925 * 40 * 1024) / 20480
+    assert comp["ratio"][-1] == pytest.approx(0.5 * (3.5 + l_b) / 3.5)
+
+
 def test_batch_size_guideline_and_beta(tmp_path):
     runs, n = tmp_path / "sweep" / "runs", 50
     laws = {"bimodal": {"a|b": {"alpha": 0.3, "beta": 0.1}, "c|a": {"alpha": 0.2, "beta": 0.2},

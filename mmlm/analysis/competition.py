@@ -8,20 +8,26 @@ L_ij is the mean of the mixed run's eval losses on i and j at that step. L_i is 
 the uni-modal run of i at the same number of i tokens (likewise L_j): the mixed run's i tokens at a
 step are `tokens/<i>` where logged, else `tokens` times i's share of the mixture; the uni-modal run's
 eval curve is interpolated linearly in tokens at that count (never extrapolated: steps outside the
-uni-modal curve's token range are left out).
+uni-modal curve's token range, widened by TOKEN_TOLERANCE on each side, are left out; inside that
+margin the curve's end value is used, since a mixture's token shares can differ from its weights
+by up to one document).
 
 Convention: ratio > 1 means the mixed model is better than the two uni-modal models it is compared
 with (synergy wins); ratio < 1 means competition wins; the competition barrier is ratio = 1.
 
 Matching: a uni-modal run of i is a run trained on i alone with the same model size (size name, else
-parameter count) and an eval curve for i. Among several, the one with the mixed run's batch size,
-then the one whose curve reaches the most tokens.
+parameter count) and an eval curve for i. Among several, the one whose curve covers the most of the
+mixed run's eval steps, then the one with the mixed run's batch size, then the one whose curve
+reaches the most tokens. (A sweep that evaluates only at the end, like the demo, thus pairs a mixed
+run of T tokens with the uni-modal runs of T/2.)
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .runs import Metrics, Run
+
+TOKEN_TOLERANCE = 0.02  # relative margin around a uni-modal eval curve's token range
 
 
 def _tokens_at(m: Metrics, steps: np.ndarray, key: str = "tokens") -> np.ndarray | None:
@@ -65,21 +71,27 @@ def _eval_curve(run: Run, dataset: str) -> tuple[np.ndarray, np.ndarray] | None:
     return tokens[keep][order], loss[ok][keep][order]
 
 
-def match_unimodal(mixed: Run, dataset: str, runs: list[Run]) -> Run | None:
+def _covered(tokens: np.ndarray, curve_tokens: np.ndarray) -> np.ndarray:
+    """Which token counts lie within a curve's range, widened by TOKEN_TOLERANCE."""
+    return (tokens >= curve_tokens[0] * (1 - TOKEN_TOLERANCE)) & (tokens <= curve_tokens[-1] * (1 + TOKEN_TOLERANCE))
+
+
+def match_unimodal(mixed: Run, dataset: str, runs: list[Run], tokens: np.ndarray | None = None) -> Run | None:
+    """The uni-modal run to compare with; `tokens` are the mixed run's `dataset` tokens at its eval steps."""
     cands = [r for r in runs if r.datasets == [dataset] and _same_size(r, mixed) and _eval_curve(r, dataset)]
     if not cands:
         return None
-    return max(cands, key=lambda r: (r.batch_tokens == mixed.batch_tokens, _eval_curve(r, dataset)[0][-1]))
+
+    def rank(r: Run):
+        t_u = _eval_curve(r, dataset)[0]
+        covered = int(_covered(tokens, t_u).sum()) if tokens is not None else 0
+        return covered, r.batch_tokens == mixed.batch_tokens, t_u[-1]
+    return max(cands, key=rank)
 
 
 def competition(mixed: Run, runs: list[Run]) -> tuple[dict | None, str | None]:
     """The ratio along one mixed run of two datasets: (result, None), or (None, why not)."""
     i, j = mixed.pair
-    uni = {}
-    for d in (i, j):
-        uni[d] = match_unimodal(mixed, d, runs)
-        if uni[d] is None:
-            return None, f"{mixed.id}: no uni-modal run of '{d}' at size {mixed.size or mixed.n_params} with eval/{d}"
     m = mixed.metrics
     if f"eval/{i}" not in m.values or f"eval/{j}" not in m.values:
         return None, f"{mixed.id}: no eval/{i} and eval/{j} in its metrics"
@@ -88,16 +100,18 @@ def competition(mixed: Run, runs: list[Run]) -> tuple[dict | None, str | None]:
     if steps.size == 0:
         return None, f"{mixed.id}: no step with both eval/{i} and eval/{j}"
     l_mixed = {d: m.values[f"eval/{d}"][rows] for d in (i, j)}
-    tokens, l_uni = {}, {}
+    uni, tokens, l_uni = {}, {}, {}
     keep = np.ones(steps.size, bool)
     for d in (i, j):
         tokens[d] = dataset_tokens(mixed, d, steps)
         if tokens[d] is None:
             return None, f"{mixed.id}: neither tokens/{d} nor tokens and a mixture to count {d} tokens"
+        uni[d] = match_unimodal(mixed, d, runs, tokens[d])
+        if uni[d] is None:
+            return None, f"{mixed.id}: no uni-modal run of '{d}' at size {mixed.size or mixed.n_params} with eval/{d}"
         t_u, l_u = _eval_curve(uni[d], d)
-        inside = (tokens[d] >= t_u[0]) & (tokens[d] <= t_u[-1])
-        l_uni[d] = np.interp(tokens[d], t_u, l_u)
-        keep &= inside & np.isfinite(l_mixed[d])
+        l_uni[d] = np.interp(tokens[d], t_u, l_u)  # constant beyond the ends: used only within the margin
+        keep &= _covered(tokens[d], t_u) & np.isfinite(l_mixed[d])
     if not keep.any():
         return None, f"{mixed.id}: its {i}/{j} token counts lie outside the uni-modal runs' eval curves"
     l_ij = 0.5 * (l_mixed[i][keep] + l_mixed[j][keep])
