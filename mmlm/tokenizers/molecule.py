@@ -129,10 +129,7 @@ class SmilesTokenizer:
     @classmethod
     def load(cls, path: str | Path) -> "SmilesTokenizer":
         path = Path(path)
-        obj = read_json(path, "SMILES tokenizer")
-        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-            found = obj.get("format") if isinstance(obj, dict) else None
-            raise MmlmError(f"{path}: written by an incompatible version (format {found!r}, expected {FORMAT!r})")
+        obj = read_json(path, "SMILES tokenizer", FORMAT)
         tokens = obj.get("tokens")
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise MmlmError(f"{path}: malformed SMILES tokenizer (no token list)")

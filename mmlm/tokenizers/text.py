@@ -79,10 +79,7 @@ class BPETokenizer:
         from tokenizers import Tokenizer
 
         path = Path(path)
-        obj = read_json(path, "BPE tokenizer")
-        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-            found = obj.get("format") if isinstance(obj, dict) else None
-            raise MmlmError(f"{path}: written by an incompatible version (format {found!r}, expected {FORMAT!r})")
+        obj = read_json(path, "BPE tokenizer", FORMAT)
         try:
             tok = Tokenizer.from_str(json.dumps(obj["tokenizer"]))
         except Exception as e:  # the tokenizers library raises its own Exception types
