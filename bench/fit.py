@@ -19,15 +19,10 @@ from __future__ import annotations
 import csv
 import itertools
 import os
-import sys
 import time
 from pathlib import Path
 
-# `python bench/fit.py` puts bench/ first on sys.path, where bench/tokenize.py would shadow the
-# standard library's tokenize (which SciPy imports); drop it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 K_BOOT = 1000
 TARGET = 20.0
@@ -122,7 +117,6 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib, so bench/tokenize.py shadows nothing
     from run_all import main_for
 
     main_for(run)

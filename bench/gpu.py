@@ -10,9 +10,7 @@
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
 SIZES = ("125M", "350M")
 DATASHEET_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -154,7 +152,6 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib, so bench/tokenize.py shadows nothing
     from run_all import main_for
 
     main_for(run)

@@ -12,14 +12,9 @@ Single steps alternate between the two (order flipped each pair); value = median
 from __future__ import annotations
 
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-# `python bench/<file>.py` puts bench/ first on sys.path, where bench/tokenize.py would shadow the
-# standard library's tokenize (which torch imports): drop it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import numpy as np
 import torch
@@ -151,7 +146,6 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib, so bench/tokenize.py shadows nothing
     from run_all import main_for
 
     main_for(run)

@@ -114,7 +114,7 @@ def _locked(root: Path) -> Iterator[None]:
 
 def _one_blas_thread():
     """Run BLAS single-threaded: tokenizers do many small matrix products (one image, one
-    utterance), where OpenBLAS threads cost far more than they give, up to 50x on a busy machine."""
+    utterance), where BLAS threads cost more than they give under load (idle, one runs at 0.90x: bench/RESULTS.md)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # comes with scikit-learn; without it, run as configured
