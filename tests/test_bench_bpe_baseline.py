@@ -8,7 +8,7 @@ pytest.importorskip("tokenizers")
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "tokenize.py"
+    path = Path(__file__).resolve().parents[1] / "bench" / "tokenizers_speed.py"
     spec = importlib.util.spec_from_file_location("mmlm_bench_tokenizers_speed", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
