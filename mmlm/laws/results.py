@@ -1,6 +1,6 @@
 """From a results table to laws: fit every uni-modal and bi-modal law; read laws.json back.
 
-laws.json (the schema is documented in the README, section "laws.json"):
+laws.json (the schema is documented in docs/formats.md, section "DIR/laws.json"):
     {"unimodal": {name: {"E", "A", "B", "alpha", "beta", "objective", "n_points", "ci": {param: [lo, hi]},
                          "holdout_error", "warnings": [...]}},
      "bimodal":  {"i|j": {"C", "A", "B", "alpha", "beta", "objective", "n_points", "ci": {...}, "warnings": [...]}}}
