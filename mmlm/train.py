@@ -183,6 +183,8 @@ def resolve(cfg: TrainConfig, model_seq_len: int, vocab_size: int, world: int, d
     if cfg.objective not in OBJECTIVES:
         raise MmlmError(f"--objective {cfg.objective!r}: choose from {', '.join(OBJECTIVES)}")
     schedule.check(cfg.schedule, cfg.decay_frac, steps, max(1, warmup), cfg.keep_steps)
+    if cfg.branch_from:
+        schedule.check_branch_point(Path(cfg.branch_from), steps, cfg.decay_frac, cfg.schedule)
     distributed.check_options(cfg.activation_checkpointing, cfg.peak_flops)
     return Plan(seq_len=seq_len, batch_rows=batch_rows, batch_tokens=batch_tokens, steps=steps, lr=float(lr),
                 warmup=int(warmup), eval_every=int(eval_every), ckpt_every=int(ckpt_every),
@@ -635,8 +637,7 @@ class Trainer:
             if self.dist.is_main:
                 self.metrics.open(keep_until=self.step)
         elif self.cfg.branch_from:  # a cooldown branch: the trunk's state and metrics up to the branch point
-            self.restore(schedule.check_branch_point(Path(self.cfg.branch_from), self.plan.steps, self.cfg.decay_frac,
-                                                     self.cfg.schedule))
+            self.restore(Path(self.cfg.branch_from))  # checked by resolve
             if self.dist.is_main:
                 schedule.copy_trunk_metrics(Path(self.cfg.branch_from).parents[1] / "metrics.jsonl",
                                             self.run / "metrics.jsonl", self.step)
