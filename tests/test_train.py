@@ -320,3 +320,31 @@ def test_two_gloo_processes_match_one(root, tmp_path, mode):
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout) == json.loads(two.stdout)
         assert (tmp_path / "two" / "model.safetensors").read_bytes() == weights
+
+
+@pytest.mark.slow
+def test_fsdp2_run_killed_mid_run_resumes_to_the_uninterrupted_weights(root, tmp_path):
+    """FSDP2 (fully_shard per block) over two gloo processes: a SIGKILL mid-run, then --resume through
+    torch.distributed.checkpoint's state-dict helpers, ends with the weights of an uninterrupted run."""
+    args = ["--data", root, "--mix", "text=0.5,image=0.5", "--tokens", 512 * 12, "--ckpt-every", 3, "--fsdp",
+            "--nproc", 2, *TINY]
+    whole = cli("train", *args, "--out", tmp_path / "whole", "--json")
+    assert whole.returncode == 0, whole.stderr
+    import os
+
+    pb = subprocess.Popen([sys.executable, "-m", "mmlm.cli.main", "train", *map(str, args), "--out", str(tmp_path / "b")],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    t0 = time.time()
+    while pb.poll() is None and time.time() - t0 < 300:
+        found = checkpoint.checkpoints(tmp_path / "b")
+        if found and found[-1][0] >= 6:
+            os.killpg(pb.pid, signal.SIGKILL)  # the launcher and both torchrun workers
+            break
+        time.sleep(0.05)
+    pb.wait()
+    time.sleep(1)
+    assert checkpoint.checkpoints(tmp_path / "b")[-1][0] < 12
+    again = cli("train", "--out", tmp_path / "b", "--data", root, "--resume", "--nproc", 2, "--fsdp", "--json")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "whole" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    assert metrics(tmp_path / "whole") == metrics(tmp_path / "b")
