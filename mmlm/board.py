@@ -10,13 +10,19 @@ from __future__ import annotations
 from .errors import MmlmError
 
 
+def check_available():
+    """torch's SummaryWriter, or a one-line MmlmError (checked before a run folder is written)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception as e:  # ImportError (no tensorboard package), or a version torch cannot use
+        raise MmlmError(f"--tensorboard: TensorBoard does not import here ({type(e).__name__}: {e}); "
+                        "install the extra: pip install 'mmlm[tensorboard]'") from None
+    return SummaryWriter
+
+
 class Board:
     def __init__(self, logdir: str):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except Exception as e:  # ImportError (no tensorboard package), or a version torch cannot use
-            raise MmlmError(f"--tensorboard: TensorBoard does not import here ({type(e).__name__}: {e}); "
-                            "install the extra: pip install 'mmlm[tensorboard]'") from None
+        SummaryWriter = check_available()
         self.logdir = logdir
         self.writer = SummaryWriter(log_dir=logdir, flush_secs=10)
 

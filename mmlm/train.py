@@ -186,6 +186,10 @@ def resolve(cfg: TrainConfig, model_seq_len: int, vocab_size: int, world: int, d
     if cfg.branch_from:
         schedule.check_branch_point(Path(cfg.branch_from), steps, cfg.decay_frac, cfg.schedule)
     distributed.check_options(cfg.activation_checkpointing, cfg.peak_flops)
+    if cfg.tensorboard:
+        from .board import check_available
+
+        check_available()
     return Plan(seq_len=seq_len, batch_rows=batch_rows, batch_tokens=batch_tokens, steps=steps, lr=float(lr),
                 warmup=int(warmup), eval_every=int(eval_every), ckpt_every=int(ckpt_every),
                 stall_tokens=int(stall), micro_rows=int(micro), device=str(device),
