@@ -152,6 +152,11 @@ def resolve_peak(device, override: float | None = None, measure=measure_matmul_p
     return Peak(float(flops), f"measured {dtype} matmul on {name} (cache: {path})")
 
 
+def for_devices(peak: Peak, devices: int) -> Peak:
+    """The peak of `devices` processes training together (the meter sees the global batch's rate)."""
+    return peak if devices <= 1 else Peak(peak.flops * devices, f"{peak.source}, x{devices} processes")
+
+
 # ---- the meter --------------------------------------------------------------------------------
 
 class SpeedMeter:

@@ -385,7 +385,8 @@ class Trainer:
         self.last_eval: dict = {}
         self.status = "running"
         self.metrics = MetricsLog(self.run / "metrics.jsonl")
-        self.speed = speed.SpeedMeter(speed.flops_per_token(self.model_cfg), speed.resolve_peak(self.device, cfg.peak_flops))
+        self.speed = speed.SpeedMeter(speed.flops_per_token(self.model_cfg),
+                                      speed.for_devices(speed.resolve_peak(self.device, cfg.peak_flops), self.dist.world))
         self.wall_seconds = 0.0
         self.keep_steps = set(schedule.parse_steps(cfg.keep_steps))
         self.board = None

@@ -74,6 +74,8 @@ def test_mfu_can_never_exceed_one():
     assert bad["speed/mfu"] == 1.0 and meter.peak_exceeded
     s = meter.summary(wall_seconds=3.0)
     assert s["mfu"] <= 1.0 and s["peak_exceeded"] and s["tokens_per_second"] == pytest.approx(10_100 / 2)
+    four = speed.for_devices(speed.Peak(1e6, "x"), 4)  # K processes see the global rate: K x the peak
+    assert four.flops == 4e6 and "x4 processes" in four.source and speed.for_devices(four, 1) is four
 
 
 @pytest.fixture(scope="module")
