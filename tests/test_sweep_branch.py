@@ -74,3 +74,29 @@ def test_branched_sweep_runs_trunk_then_branches(data, tmp_path):
     assert float(rows[branch.id]["loss"]) == pytest.approx(alone["eval_loss"]["text"], rel=1e-6)
     assert int(rows[branch.id]["tokens"]) == 2560
     assert run_sweep(grid, tmp_path / "sw", dry_run=True)["runs"][0]["action"] == "skip"  # resumable: done is done
+
+
+def test_worker_points_runs_at_one_tensorboard_folder_and_branches_at_their_trunk(data, tmp_path, monkeypatch):
+    import mmlm.train
+    from mmlm.errors import MmlmError
+    from mmlm.schedule import branch_point
+    from mmlm.sweep.runs import run_dir, write_spec
+    from mmlm.sweep.worker import _train
+
+    grid = parse_grid(GRID.format(data=data, tokens="2560, 5120") + "tensorboard = true\n")
+    seen = []
+    monkeypatch.setattr(mmlm.train, "train", lambda cfg, on_log=None: seen.append(cfg) or {"status": "done"})
+    trunk, = [r for r in grid.runs if r.branch_of is None]
+    branch, = [r for r in grid.runs if r.branch_of]
+    for spec in grid.runs:
+        write_spec(tmp_path, spec)
+    with pytest.raises(MmlmError, match=f"trunk run {trunk.id} has no branch point at update {branch.branch_step}"):
+        _train(run_dir(tmp_path, branch.id), None, None)
+    branch_point(run_dir(tmp_path, trunk.id), branch.branch_step).mkdir(parents=True)
+    _train(run_dir(tmp_path, trunk.id), None, None)
+    _train(run_dir(tmp_path, branch.id), None, None)
+    t, b = seen
+    assert t.tensorboard_dir == str(tmp_path / "tensorboard" / trunk.id)
+    assert b.tensorboard_dir == str(tmp_path / "tensorboard" / branch.id)
+    assert t.keep_steps == str(branch.branch_step) and t.branch_from is None
+    assert b.branch_from == str(branch_point(run_dir(tmp_path, trunk.id), branch.branch_step))

@@ -74,7 +74,7 @@ def _train(folder: Path, threads: int | None, parent_pid: int | None) -> dict:
         point = branch_point(folder.parent / spec.branch_of, spec.branch_step)
         if not point.is_dir():
             raise MmlmError(f"trunk run {spec.branch_of} has no branch point at update {spec.branch_step} "
-                            "(it has to get there first; did it fail?)")
+                            "(it has to get there first; did it fail, or run before branch = true?)")
         opts["branch_from"] = str(point)
     cfg = TrainConfig(
         **opts,
