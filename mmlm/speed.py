@@ -45,6 +45,12 @@ DENSE_BF16_PEAKS: list[tuple[str, float, str]] = [
     ("L4", 121e12, "NVIDIA L4 datasheet: 121 TFLOP/s dense BF16 (242 with sparsity)"),
 ]
 ASSUMED_MFU = 0.4  # for wall-time estimates before a run: what tuned dense training reaches on GPUs
+# ... and on CPU, where the small models reach 3-10% of a one-thread fp32 matmul (bench/train_step.py)
+ASSUMED_MFU_CPU = 0.05
+
+
+def assumed_mfu(device_type: str) -> float:
+    return ASSUMED_MFU if device_type == "cuda" else ASSUMED_MFU_CPU
 SPEED_KEYS = ("speed/tokens_per_s", "speed/model_flops_per_s", "speed/mfu")  # per-step metrics.jsonl fields
 SUMMARY_KEYS = ("wall_seconds", "train_seconds", "tokens_per_second", "model_flops_per_second", "mfu",
                 "flops_per_token", "peak_flops", "peak_source", "peak_exceeded")
@@ -294,7 +300,7 @@ def dry_run(cfg) -> dict:
         peak = None
     est = estimate(model, plan.steps, plan.batch_tokens, micro, devices=world, fsdp=plan.fsdp or bool(cfg.fsdp),
                    fp32=not want_cuda, peak=peak, checkpointing=cfg.activation_checkpointing,
-                   assumed_mfu=ASSUMED_MFU)
+                   assumed_mfu=assumed_mfu("cuda" if want_cuda else "cpu"))
     return {"size": cfg.size, "device": "cuda" if want_cuda else "cpu", "vocab_size": vocab,
             "seq_len": model.seq_len, "batch_tokens": plan.batch_tokens, "lr": plan.lr, "warmup": plan.warmup,
             "schedule": cfg.schedule, **est.to_json()}

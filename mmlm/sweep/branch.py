@@ -70,7 +70,9 @@ def compute(grid, peak=None) -> dict:
     runs, and device-hours at speed.ASSUMED_MFU of `peak` (a speed.Peak; default: the grid's
     train.peak_flops, else this machine's device)."""
     from ..model import model_config
-    from ..speed import ASSUMED_MFU, flops_per_token, resolve_peak
+    import torch
+
+    from ..speed import assumed_mfu, flops_per_token, resolve_peak
     from ..train import resolve_device
     from ..vocab import Vocab
 
@@ -80,9 +82,11 @@ def compute(grid, peak=None) -> dict:
         fpt = flops_per_token(model_config(r.size, vocab, r.train.get("seq_len")))
         planned += fpt * (r.tokens - r.start_tokens)
         separate += fpt * r.tokens
+    device = resolve_device(grid.train.get("device", "auto") if torch.cuda.is_available() else "cpu")
     if peak is None:
-        peak = resolve_peak(resolve_device("auto"), grid.train.get("peak_flops"))
-    hours = lambda f: f / (peak.flops * ASSUMED_MFU) / 3600
+        peak = resolve_peak(device, grid.train.get("peak_flops"))
+    mfu = assumed_mfu(device.type)
+    hours = lambda f: f / (peak.flops * mfu) / 3600
     return {"flops": planned, "flops_separate": separate, "saved": 1 - planned / separate if separate else 0.0,
             "device_hours": hours(planned), "device_hours_separate": hours(separate), "peak_flops": peak.flops,
-            "peak_source": peak.source, "assumed_mfu": ASSUMED_MFU}
+            "peak_source": peak.source, "assumed_mfu": mfu}
