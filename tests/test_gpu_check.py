@@ -37,3 +37,19 @@ def test_without_cuda_every_step_is_skipped_and_reported(tmp_path):
     table = r.stdout.splitlines()
     assert table[0].startswith("GPU check on no CUDA device") and table[1].split()[0] == "benchmark"
     assert sum(line.endswith("skipped") for line in table) == len(names)
+
+
+@pytest.mark.slow
+def test_the_cuda_path_of_the_check_runs_its_steps_in_order(tmp_path):
+    """check() as on a GPU machine (has_cuda forced): pytest -m gpu runs (its tests skip here), the
+    benchmarks run in a child process, the sweep step reports; every entry has the documented keys."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gc", SCRIPT.with_name("gpu_check.py"))
+    gc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gc)
+    entries = gc.check(quick=True, budget=400, work=tmp_path, has_cuda=True)
+    names = [e["name"] for e in entries]
+    assert names[0] == "gpu tests: pytest -m gpu" and names[-1] == "gpu mini-sweep: 4 runs to results.csv"
+    assert entries[0]["meets"] is True and "skipped" in entries[0]["note"]  # the gpu tests skip without CUDA
+    assert all({"value", "baseline", "ratio", "target", "unit", "meets", "note"} <= e.keys() for e in entries)
