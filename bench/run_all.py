@@ -20,7 +20,7 @@ import time
 import traceback
 
 HERE = Path(__file__).resolve().parent
-SUITE = ["interleave", "aggregate", "train_step", "fit", "generate", "tokenizers_speed", "gpu"]
+SUITE = ["interleave", "aggregate", "train_step", "fit", "generate", "tokenizers_speed", "wsd", "gpu"]
 
 
 def _load(name: str):

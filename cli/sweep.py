@@ -67,6 +67,7 @@ def sweep(
         print_json(report)
     elif dry_run:
         console.print(_plan_table(report["runs"]))
+        _print_compute(report["compute"])
     else:
         _print_report(report)
     if not dry_run and any(r["state"] == "failed" for r in report["runs"]):
@@ -91,9 +92,21 @@ def _plan_table(runs):
     for col in ("run", "size", "mixture", "tokens", "action", "detail"):
         table.add_column(col, justify="right" if col == "tokens" else "left")
     for r in runs:
+        detail = r.get("detail", "")
+        if r.get("branch_of"):  # a cooldown branch trains only its last tokens
+            detail = (detail + "; " if detail else "") + f"branch of {r['branch_of']} from {r['start_tokens']:,} tokens"
         table.add_row(r["id"], r["size"], r["mixture"], f"{r['tokens']:,}", _ACTION_STYLE.get(r["action"], r["action"]),
-                      Text(r.get("detail", "")))
+                      Text(detail))
     return table
+
+
+def _print_compute(c: dict) -> None:
+    line = (f"training compute {c['flops']:.3g} FLOPs, {c['device_hours']:.3g} device-hours at {c['assumed_mfu']:.0%} MFU "
+            f"of {c['peak_flops']:.3g} FLOP/s ({c['peak_source']})")
+    if c["saved"] > 0:
+        line += (f"; separate runs would need {c['flops_separate']:.3g} FLOPs ({c['device_hours_separate']:.3g} "
+                 f"device-hours): branching saves {c['saved']:.0%}")
+    console.print(line, highlight=False)
 
 
 _ACTION_STYLE = {"skip": "[green]skip (done)[/]", "resume": "[cyan]resume[/]", "new": "new", "retry": "[yellow]retry[/]",

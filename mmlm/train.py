@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import atomic, checkpoint, distributed
+from . import atomic, checkpoint, distributed, schedule, speed
 from .data import PAD_ID, Mixture, parse_mix
 from .errors import MmlmError
 from .model import GPT, SIZES, count_params, model_config, resolve_attention
@@ -81,11 +81,21 @@ class TrainConfig:
     fsdp: bool = False
     resume: bool = False
     nproc: int = 1  # processes `mmlm train --nproc` starts (inside them the world size comes from torchrun)
+    # cluster-scale training (docs/cluster.md)
+    schedule: str = "linear"  # linear (warm-up, linear decay) or wsd (warm-up, stable, decay)
+    decay_frac: float = 0.2  # wsd: share of the updates in the final decay
+    keep_steps: str | None = None  # updates whose checkpoints are kept as branch points ("120,240")
+    branch_from: str | None = None  # a branch point to start this (fresh) run from
+    peak_flops: float | None = None  # FLOP/s that MFU is measured against (default: table or measured)
+    compile: bool = False  # torch.compile each block
+    activation_checkpointing: str = "none"  # none, selective (every second block) or full
+    tensorboard: bool = False  # also log to TensorBoard (metrics.jsonl stays the source of truth)
+    tensorboard_dir: str | None = None  # default RUN/tensorboard
 
 
 # settings a resumed run must share with its start (with the mixture, the model and the resolved
 # batch, schedule and stall rule); the others (device, threads, eval/checkpoint cadence, ...) may change
-IDENTITY = ("size", "tokens", "weight_decay", "seed", "objective", "eval_tokens", "split_seed")
+IDENTITY = ("size", "tokens", "weight_decay", "seed", "objective", "eval_tokens", "split_seed", "schedule", "decay_frac")
 
 
 @dataclass
@@ -172,6 +182,14 @@ def resolve(cfg: TrainConfig, model_seq_len: int, vocab_size: int, world: int, d
         raise MmlmError("--fsdp: shards the model over several processes; use --nproc K (K >= 2) or torchrun")
     if cfg.objective not in OBJECTIVES:
         raise MmlmError(f"--objective {cfg.objective!r}: choose from {', '.join(OBJECTIVES)}")
+    schedule.check(cfg.schedule, cfg.decay_frac, steps, max(1, warmup), cfg.keep_steps)
+    if cfg.branch_from:
+        schedule.check_branch_point(Path(cfg.branch_from), steps, cfg.decay_frac, cfg.schedule)
+    distributed.check_options(cfg.activation_checkpointing, cfg.peak_flops)
+    if cfg.tensorboard:
+        from .board import check_available
+
+        check_available()
     return Plan(seq_len=seq_len, batch_rows=batch_rows, batch_tokens=batch_tokens, steps=steps, lr=float(lr),
                 warmup=int(warmup), eval_every=int(eval_every), ckpt_every=int(ckpt_every),
                 stall_tokens=int(stall), micro_rows=int(micro), device=str(device),
@@ -306,7 +324,7 @@ class Trainer:
     def _identity(conf: dict) -> dict:
         """What must agree between a run folder and a resumed invocation (resolved values, so an
         option given explicitly equals its default)."""
-        train = {k: conf["train"][k] for k in IDENTITY}
+        train = {k: conf["train"].get(k, getattr(TrainConfig, k, None)) for k in IDENTITY}  # .get: runs from before a key existed
         plan = {k: conf["resolved"][k] for k in ("seq_len", "batch_rows", "steps", "lr", "warmup", "stall_tokens")}
         return {**train, **plan, "mix": conf["mix"], "model": conf["model"]}
 
@@ -347,6 +365,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model = GPT(self.model_cfg, attention=plan.attention).to(self.device)
         self.raw_model = model
+        distributed.apply_block_options(model, cfg.activation_checkpointing, cfg.compile)
         self.model = distributed.wrap(model, self.dist, self.device, plan.fsdp)
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.dim() < 2]
@@ -366,6 +385,11 @@ class Trainer:
         self.last_eval: dict = {}
         self.status = "running"
         self.metrics = MetricsLog(self.run / "metrics.jsonl")
+        self.speed = speed.SpeedMeter(speed.flops_per_token(self.model_cfg),
+                                      speed.for_devices(speed.resolve_peak(self.device, cfg.peak_flops), self.dist.world))
+        self.wall_seconds = 0.0
+        self.keep_steps = set(schedule.parse_steps(cfg.keep_steps))
+        self.board = None
 
     def _eval_batch(self, d: int) -> Batch:
         """Held-out rows of dataset d with the run's objective (cm3 with a fixed seed, so every eval
@@ -387,7 +411,8 @@ class Trainer:
         return {"step": self.step, "tokens": self.tokens, "restarts": self.restarts, "lr_scale": self.lr_scale,
                 "smooth": self.smooth, "best": self.best, "best_tokens": self.best_tokens,
                 "last_eval": self.last_eval, "spikes": self.spikes.state_dict(),
-                "interleaver": self.il.state_dict(), "objective": self.objective.state_dict(), "rng": rng}
+                "interleaver": self.il.state_dict(), "objective": self.objective.state_dict(), "rng": rng,
+                "speed": {"seconds": self.speed.seconds, "tokens": self.speed.tokens, "wall": self.wall_seconds}}
 
     def load_state_dict(self, s: dict) -> None:
         self.step, self.tokens, self.restarts = int(s["step"]), int(s["tokens"]), int(s["restarts"])
@@ -396,6 +421,9 @@ class Trainer:
         self.spikes.load_state_dict(s["spikes"])
         self.il.load_state_dict(s["interleaver"])
         self.objective.load_state_dict(s["objective"])
+        timing = s.get("speed", {})  # absent in checkpoints from before it was recorded
+        self.speed.seconds, self.speed.tokens = float(timing.get("seconds", 0.0)), int(timing.get("tokens", 0))
+        self.wall_seconds = float(timing.get("wall", 0.0))
         torch.set_rng_state(s["rng"]["torch"])
         if "cuda" in s["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(s["rng"]["cuda"], self.device)
@@ -404,7 +432,9 @@ class Trainer:
         weights = distributed.model_state(self.model)
         optim = distributed.optimizer_state(self.model, self.opt)
         if self.dist.is_main:
-            checkpoint.save(self.run, self.step, weights, optim, self.state_dict())
+            path = checkpoint.save(self.run, self.step, weights, optim, self.state_dict())
+            if self.step in self.keep_steps:
+                schedule.keep_branch_point(self.run, path, self.step)
         self.dist.barrier()
         self.on_log({"event": "checkpoint", "step": self.step})
 
@@ -427,7 +457,10 @@ class Trainer:
     def train_step(self) -> tuple[float, float, dict, float] | str:
         """One update. Returns (loss, grad_norm, per-dataset losses, lr), or why it failed (non-finite)."""
         plan, dev, V = self.plan, self.device, self.vocab.size
-        lr = lr_at(self.step, plan.lr, plan.warmup, plan.steps) * self.lr_scale
+        if self.cfg.schedule == "wsd":
+            lr = schedule.wsd_lr(self.step, plan.lr, plan.warmup, plan.steps, self.cfg.decay_frac, MIN_LR_SHARE) * self.lr_scale
+        else:
+            lr = lr_at(self.step, plan.lr, plan.warmup, plan.steps) * self.lr_scale
         for g in self.opt.param_groups:
             g["lr"] = lr
         rows, ids = self.il.next_rows(plan.batch_rows)
@@ -530,8 +563,11 @@ class Trainer:
     def run_loop(self) -> None:
         plan = self.plan
         t0, tokens0 = time.perf_counter(), self.tokens
+        last = t0
         while self.step < plan.steps:
+            t_step = time.perf_counter()
             result = self.train_step()
+            step_seconds = time.perf_counter() - t_step
             if isinstance(result, str):
                 if not self.restart(result):
                     return
@@ -540,6 +576,7 @@ class Trainer:
             spike = self.spikes.update(gn)
             line = {"step": self.step, "tokens": self.tokens, "lr": lr, "loss": loss, "grad_norm": gn,
                     **{f"loss/{k}": v for k, v in per.items()}}
+            line.update(self.speed.step(plan.batch_tokens, step_seconds))
             if self.restarts:
                 line["restarts"] = self.restarts
             if spike:
@@ -549,7 +586,11 @@ class Trainer:
                 line.update({f"eval/{k}": v for k, v in self.last_eval.items()})
             if self.dist.is_main:
                 self.metrics.write(line)
-            dt = time.perf_counter() - t0
+                if self.board is not None:
+                    self.board.write(line)
+            now = time.perf_counter()
+            self.wall_seconds, last = self.wall_seconds + (now - last), now
+            dt = now - t0
             self.on_log({"event": "step", **line, "steps": plan.steps, "tokens_per_s": (self.tokens - tokens0) / max(dt, 1e-9)})
             # the stall rule, on an EMA of the training loss
             self.smooth = loss if self.smooth is None else SMOOTHING * self.smooth + (1 - SMOOTHING) * loss
@@ -582,6 +623,7 @@ class Trainer:
             "objective": self.cfg.objective,
             "seq_len": self.plan.seq_len,
             "batch_tokens": self.plan.batch_tokens,
+            **self.speed.summary(self.wall_seconds),
         }
 
     def start(self) -> None:
@@ -599,15 +641,29 @@ class Trainer:
             self.restore(self.resume_from)
             if self.dist.is_main:
                 self.metrics.open(keep_until=self.step)
+        elif self.cfg.branch_from:  # a cooldown branch: the trunk's state and metrics up to the branch point
+            self.restore(Path(self.cfg.branch_from))  # checked by resolve
+            if self.dist.is_main:
+                schedule.copy_trunk_metrics(Path(self.cfg.branch_from).parents[1] / "metrics.jsonl",
+                                            self.run / "metrics.jsonl", self.step)
+                self.metrics.open(keep_until=self.step)
+            self.save()
         else:
             if self.dist.is_main:
                 self.metrics.open(keep_until=None)
             self.save()  # step 0: a restart always has somewhere to go back to
+        if self.cfg.tensorboard and self.dist.is_main:
+            from .board import Board
+
+            self.board = Board(self.cfg.tensorboard_dir or str(self.run / "tensorboard"))
         self.on_log({"event": "start", "step": self.step, "steps": self.plan.steps, "resumed": self.resume_from is not None,
-                     **count_params(self.model_cfg), "plan": asdict(self.plan)})
+                     **count_params(self.model_cfg), "plan": asdict(self.plan),
+                     "peak_flops": self.speed.peak.flops, "peak_source": self.speed.peak.source})
 
     def close(self) -> None:
         self.metrics.close()
+        if getattr(self, "board", None) is not None:
+            self.board.close()
 
 
 def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dict:

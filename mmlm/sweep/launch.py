@@ -46,6 +46,7 @@ def plan_sweep(grid: Grid, out: str | Path, retry_failed: bool = False) -> list[
         plan.append({
             "id": spec.id, "size": spec.size, "mixture": spec.mixture, "tokens": spec.tokens,
             "n_params": spec.n_params, "flops_budget": spec.flops_budget,
+            "branch_of": spec.branch_of, "start_tokens": spec.start_tokens,
             "state": state, "action": action, "detail": detail,
         })
     busy = [p for p in plan if p["action"] == "busy"]
@@ -95,6 +96,9 @@ def run_sweep(
     emit({"event": "plan", "runs": plan, "dry_run": dry_run})
     report = {"out": str(out), "dry_run": dry_run, "runs": plan}
     if dry_run:
+        from .branch import compute
+
+        report["compute"] = compute(grid)
         return report
 
     with _sweep_lock(out):
@@ -108,9 +112,15 @@ def run_sweep(
                 clear_error(run_dir(out, p["id"]))
         outcomes: dict[str, dict] = {}
         if todo:
+            from .branch import wave
+
+            specs = {spec.id: spec for spec in grid.runs}
             pool = _make_launcher(launcher, out, jobs, slurm_opts)
             try:
-                _drive(pool, todo, out, outcomes, emit)
+                for w in sorted({wave(specs[rid]) for rid in todo}):  # cooldown branches after their trunks
+                    done: dict[str, dict] = {}
+                    _drive(pool, [rid for rid in todo if wave(specs[rid]) == w], out, done, emit)
+                    outcomes.update(done)
             finally:
                 pool.close()
         path, rows = write_results(out)
