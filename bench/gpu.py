@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 SIZES = ("125M", "350M")
 MODES = ("eager", "compiled")

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 
 def _load(name: str):
@@ -113,7 +112,6 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"machine": machine(), "seconds": seconds, "results": {e["name"]: {k: v for k, v in e.items() if k != "name"} for e in entries}}
     out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    sys.path.append(str(HERE))
     from run_all import print_table
 
     print(f"GPU check on {doc['machine']}: {seconds:.0f} s; wrote {out}")

@@ -16,14 +16,11 @@ prediction of the largest size from a fit on the others).
 """
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 SEQ, BATCH, VOCAB_TEXT = 64, 512, 240
 
@@ -185,7 +182,6 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    sys.path.append(str(Path(__file__).resolve().parent))
     from run_all import main_for
 
     main_for(run)
