@@ -27,6 +27,7 @@ def fit(
     law: str = typer.Option("chinchilla", "--law", help="chinchilla (E + A/N^alpha + B/D^beta) or data-constrained (Muennighoff et al.: needs --unique-col)."),
     unique_col: Optional[str] = typer.Option(None, "--unique-col", help="Column of the unique tokens U_D of each run (repeated data; --law data-constrained)."),
     isoflop: bool = typer.Option(False, "--isoflop", help="Also Chinchilla's Approach 2: a parabola per compute budget, N*(C) ~ C^a, D*(C) ~ C^b, L*(C)."),
+    isoflop_curve: str = typer.Option("parabola", "--isoflop-curve", help="The curve whose minimum is N*(C): parabola (Approach 2, through the lowest point and 2 neighbours each side) or akima (Porian et al.'s spline)."),
     group_col: Optional[str] = typer.Option(None, "--group-col", help="Column(s), comma-separated, splitting the table into separate IsoFLOP analyses (configurations)."),
     method: str = typer.Option("fast", "--method", help="fast (variable projection + compiled polish) or reference (L-BFGS-B from Epoch's 4,500-start grid)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
@@ -57,13 +58,18 @@ def fit(
     if law == "data-constrained" and (method != "fast" or objective != "huber-log"):
         raise MmlmError("--law data-constrained is fitted by its own method on the huber-log objective; "
                         "leave --method and --objective at their defaults")
+    from mmlm.laws.isoflop import CURVES
+
+    if isoflop_curve not in CURVES:
+        raise MmlmError(f"--isoflop-curve must be one of {', '.join(CURVES)}, got {isoflop_curve!r}")
     if group_col and not isoflop:
         raise MmlmError("--group-col only splits the --isoflop analysis; add --isoflop")
     table = read_table(results, n_col, d_col, flops_col, loss_col, dataset_col, mixture_col,
                        unique_col=unique_col, group_col=group_col)
     options = dict(method=method, bootstrap=bootstrap, exclude_top_loss=exclude_top_loss, holdout=holdout,
                    seed=seed, jobs=jobs or os.cpu_count() or 1, objective=objective,
-                   tie_exponents=tie_exponents, law=law, isoflop=isoflop)
+                   tie_exponents=tie_exponents, law=law, isoflop=isoflop,
+                   isoflop_curve=isoflop_curve)
     if bootstrap or method == "reference":
         with progress_bar() as bar:
             tasks: dict[str, int] = {}

@@ -1,9 +1,16 @@
 """IsoFLOP analysis: Chinchilla's Approach 2 (Hoffmann et al. 2022), per group of a results table.
 
-Per compute budget C (the runs with the same C = 6ND, within 1%), a parabola in log N through the
-IsoFLOP points, L = c0 + c1 log N + c2 log^2 N; its vertex is the compute-optimal N*(C) with
-D*(C) = C / (6 N*) and the loss there L*(C). A budget whose parabola opens downwards, or whose vertex
-lies outside the sizes it was fitted on, has no bracketed optimum and is skipped (and listed).
+Per compute budget C (the runs with the same C = 6ND, within 1%), a curve of the loss over log N
+through the IsoFLOP points; its minimum is the compute-optimal N*(C), with D*(C) = C / (6 N*) and the
+loss there L*(C). Two curves (CURVES):
+- "parabola" (default; Approach 2): least squares L = c0 + c1 log N + c2 log^2 N through the point of
+  lowest loss and its PARABOLA_NEIGHBOURS neighbours on each side (an IsoFLOP curve is not a parabola
+  far from its minimum: through all points of Porian et al.'s curves the exponent a was off by up
+  to 0.37; through these five, by at most 0.031);
+- "akima": Porian et al.'s own estimate, an Akima spline of log L over log N, minimised on a grid 25x
+  finer than the sizes run.
+A budget whose lowest loss is at the smallest or largest size run (or whose parabola opens
+downwards) has no bracketed optimum and is skipped (and listed).
 Over the budgets, least squares of log N* on log C gives N* ~ C^a and of log D* on log C, D* ~ C^b
 (with C = 6 N* D*, a + b = 1). Bootstrap intervals resample the points within each budget and
 redo all of it. The loss-at-optimum law L*(C) = E + A C^-alpha is fitted to (C, L*) by the Huber
@@ -18,7 +25,9 @@ from mmlm.errors import MmlmError
 from .forms import HUBER_DELTA, huber
 
 SAME_BUDGET = 1.01  # budgets within this factor are one IsoFLOP curve
-MIN_POINTS = 3  # distinct sizes a parabola needs
+MIN_POINTS = 3  # distinct sizes a curve needs
+PARABOLA_NEIGHBOURS = 2
+CURVES = ("parabola", "akima")
 MIN_BUDGETS = 2  # bracketed optima an exponent needs
 CI_LEVEL = 0.95  # as the laws' bootstrap intervals (2.5 - 97.5 percentiles)
 
@@ -36,21 +45,41 @@ def budgets(C: np.ndarray) -> np.ndarray:
     return labels
 
 
-def vertex(log_n: np.ndarray, loss: np.ndarray, weights=None):
-    """(log N*, L*) of the least-squares parabola, or (None, why) when no optimum is bracketed."""
-    if len(np.unique(np.round(log_n, 9))) < MIN_POINTS:
+def vertex(log_n: np.ndarray, loss: np.ndarray, weights=None, curve: str = "parabola"):
+    """(log N*, L*) of one IsoFLOP curve, or (None, why) when no optimum is bracketed.
+    weights: point counts (a bootstrap resample); a size drawn twice counts twice in the parabola."""
+    w = np.ones(len(log_n)) if weights is None else np.asarray(weights, dtype=float)
+    # one entry per distinct size: its mean loss, and its count
+    x, inv = np.unique(np.round(log_n, 9), return_inverse=True)
+    cnt = np.bincount(inv, weights=w)
+    y = np.bincount(inv, weights=w * loss) / cnt
+    if len(x) < MIN_POINTS:
         return None, f"fewer than {MIN_POINTS} distinct sizes"
-    x0 = float(np.mean(log_n))
-    c2, c1, c0 = np.polyfit(log_n - x0, loss, 2, w=None if weights is None else np.sqrt(weights))
+    i = int(np.argmin(y))
+    if curve != "akima" and (i == 0 or i == len(x) - 1):
+        return None, "the lowest loss is at the edge of the sizes run (not bracketed)"
+    if curve == "akima":
+        from scipy.interpolate import Akima1DInterpolator
+
+        grid = np.linspace(x[0], x[-1], (len(x) - 1) * 25)
+        ly = Akima1DInterpolator(x, np.log(y))(grid)
+        j = int(np.argmin(ly))
+        if j == 0 or j == len(grid) - 1:
+            return None, "the spline's minimum is at the edge of the sizes run (not bracketed)"
+        return (float(grid[j]), float(np.exp(ly[j]))), None
+    lo, hi = max(0, i - PARABOLA_NEIGHBOURS), min(len(x), i + PARABOLA_NEIGHBOURS + 1)
+    xs, ys, ws = x[lo:hi], y[lo:hi], cnt[lo:hi]
+    x0 = float(np.mean(xs))
+    c2, c1, c0 = np.polyfit(xs - x0, ys, 2, w=np.sqrt(ws))
     if c2 <= 0:
         return None, "the parabola opens downwards (no minimum)"
     xv = -c1 / (2 * c2)
-    if not (log_n.min() - x0 <= xv <= log_n.max() - x0):
-        return None, "the minimum lies outside the sizes run (not bracketed)"
+    if not (xs[0] - x0 <= xv <= xs[-1] - x0):
+        return None, "the parabola's minimum lies outside the points it was fitted on"
     return (xv + x0, c0 - c1 * c1 / (4 * c2)), None
 
 
-def _optima(log_n, loss, C, labels, weights=None):
+def _optima(log_n, loss, C, labels, weights=None, curve="parabola"):
     """Per budget label: (C, log N*, L*) of the bracketed ones, and (C, why) of the others."""
     got, skipped = [], []
     for lab in np.unique(labels):
@@ -58,7 +87,8 @@ def _optima(log_n, loss, C, labels, weights=None):
         if weights is not None:
             m = m & (weights > 0)
         c = float(np.exp(np.mean(np.log(C[labels == lab]))))
-        v, why = vertex(log_n[m], loss[m], None if weights is None else weights[m]) if m.any() else (None, "no points")
+        v, why = (vertex(log_n[m], loss[m], None if weights is None else weights[m], curve) if m.any()
+                  else (None, "no points"))
         if v is None:
             skipped.append((c, why))
         else:
@@ -101,17 +131,19 @@ def fit_loss_law(C, L) -> dict | None:
             "objective": float(min(r.fun, best[1])), "n_points": int(len(C))}
 
 
-def analyse(N, D, loss, bootstrap: int = 0, seed: int = 0, C=None) -> dict:
+def analyse(N, D, loss, bootstrap: int = 0, seed: int = 0, C=None, curve: str = "parabola") -> dict:
     """Approach 2 on one group's points (see the module doc). C defaults to 6 N D."""
+    if curve not in CURVES:
+        raise MmlmError(f"--isoflop-curve must be one of {', '.join(CURVES)}, got {curve!r}")
     N, D, loss = (np.asarray(x, dtype=float) for x in (N, D, loss))
     C = 6 * N * D if C is None else np.asarray(C, dtype=float)
     log_n = np.log(N)
     labels = budgets(C)
-    got, skipped = _optima(log_n, loss, C, labels)
+    got, skipped = _optima(log_n, loss, C, labels, curve=curve)
     out = {"optima": [{"C": c, "N": float(np.exp(x)), "D": float(c / (6 * np.exp(x))), "loss": float(l)}
                       for c, x, l in got],
            "skipped": [{"C": c, "why": why} for c, why in skipped],
-           "a": None, "b": None, "ci": {}, "loss_law": None}
+           "a": None, "b": None, "ci": {}, "loss_law": None, "curve": curve}
     if len(got) < MIN_BUDGETS:
         out["warning"] = (f"{len(got)} budget(s) with a bracketed optimum (of {len(got) + len(skipped)}); "
                           f"the exponents need {MIN_BUDGETS}")
@@ -129,7 +161,7 @@ def analyse(N, D, loss, bootstrap: int = 0, seed: int = 0, C=None) -> dict:
             w = np.zeros(len(N))
             for idx in groups:
                 np.add.at(w, rng.choice(idx, len(idx)), 1.0)
-            g, _ = _optima(log_n, loss, C, labels, w)
+            g, _ = _optima(log_n, loss, C, labels, w, curve)
             if len(g) < MIN_BUDGETS:
                 continue
             lcb = np.log([x[0] for x in g])
@@ -144,14 +176,14 @@ def analyse(N, D, loss, bootstrap: int = 0, seed: int = 0, C=None) -> dict:
     return out
 
 
-def analyse_table(table, bootstrap: int = 0, seed: int = 0) -> dict:
+def analyse_table(table, bootstrap: int = 0, seed: int = 0, curve: str = "parabola") -> dict:
     """analyse() of every group of the table (Table.groups: the --group-col values, per dataset)."""
     out = {}
     for key, recs in table.groups().items():
         N = np.array([r.n for r in recs])
         D = np.array([r.tokens[r.dataset] for r in recs])
         L = np.array([r.loss for r in recs])
-        out[key or "default"] = analyse(N, D, L, bootstrap, seed)
+        out[key or "default"] = analyse(N, D, L, bootstrap, seed, curve=curve)
     if not out:
         raise MmlmError(f"{table.path}: --isoflop found no runs trained on a single dataset")
     return out

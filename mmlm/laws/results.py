@@ -70,7 +70,7 @@ def _enough(where: str, n: int, lines: list[int], params: int = 5) -> None:
 def fit_table(
     table: Table, method: str = "fast", bootstrap: int = 0, exclude_top_loss: int = 0, holdout: str = "none",
     seed: int = 0, jobs: int = 1, on_progress=None, objective: str = "huber-log", tie_exponents: bool = False,
-    law: str = "chinchilla", isoflop: bool = False,
+    law: str = "chinchilla", isoflop: bool = False, isoflop_curve: str = "parabola",
 ) -> Fitted:
     """Fit the uni-modal law of every dataset trained alone, then the bi-modal law of every pair.
 
@@ -138,7 +138,7 @@ def fit_table(
     if isoflop:
         from .isoflop import analyse_table
 
-        out.isoflop = analyse_table(table, bootstrap=max(bootstrap, 0), seed=seed)
+        out.isoflop = analyse_table(table, bootstrap=bootstrap, seed=seed, curve=isoflop_curve)
     for i, j in pairs:
         key = pair_key(i, j)
         pts = out.points[key]
