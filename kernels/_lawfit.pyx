@@ -90,8 +90,10 @@ cdef void _solve5(double* A, double* x) noexcept nogil:
 
 def polish(theta0, const double[::1] log_n, const double[::1] log_d, const double[::1] log_loss,
            const double[::1] base, double sign, const double[::1] weights, double delta,
-           const double[::1] lo, const double[::1] hi, int max_iter, int kind, bint tie):
-    """Iteratively reweighted Gauss-Newton with Levenberg-Marquardt damping, within the bounds.
+           const double[::1] lo, const double[::1] hi, int max_iter, int kind, bint tie,
+           double rel_tol=1e-15):
+    """Iteratively reweighted Gauss-Newton with Levenberg-Marquardt damping, within the bounds; stops
+    after 3 accepted steps in a row that each lower the objective by less than rel_tol (relative).
     Returns (theta (5,), objective)."""
     cdef double theta[5]
     cdef double g[5]
@@ -187,7 +189,7 @@ def polish(theta0, const double[::1] log_n, const double[::1] log_d, const doubl
                 lam *= 5.0
             if not improved:
                 break
-            if rel < 1e-15:
+            if rel < rel_tol:
                 stall += 1
             else:
                 stall = 0

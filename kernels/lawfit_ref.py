@@ -75,7 +75,7 @@ def solve5(A, b):
     return x
 
 
-def polish(theta0, log_n, log_d, log_loss, base, sign, weights, delta, lo, hi, max_iter, kind, tie):
+def polish(theta0, log_n, log_d, log_loss, base, sign, weights, delta, lo, hi, max_iter, kind, tie, rel_tol=1e-15):
     """Iteratively reweighted Gauss-Newton with Levenberg-Marquardt damping, within the bounds.
     kind 1 (lsq) is plain Gauss-Newton on the loss; tie keeps alpha = beta (one step for both)."""
     theta = theta0.copy()
@@ -153,7 +153,7 @@ def polish(theta0, log_n, log_d, log_loss, base, sign, weights, delta, lo, hi, m
             lam *= 5.0
         if not improved:
             break
-        stall = stall + 1 if rel < 1e-15 else 0
+        stall = stall + 1 if rel < rel_tol else 0
         if stall >= 3:
             break
     return theta, f

@@ -44,7 +44,7 @@ class UnimodalLaw(forms.FittedParams):
         if self.bootstrap:
             thetas = fitting.bootstrap(
                 p, best.theta, self.bootstrap, self.method, fitting.REFERENCE_GRID_UNIMODAL,
-                seed=self.seed, jobs=self.jobs, on_progress=self.on_progress,
+                seed=self.seed, jobs=self.jobs, on_progress=self.on_progress, warm_starts=best.ends[1:],
             )
             self.ci_ = fitting.percentile_ci(thetas, PARAMS)
         self.warnings_ = forms.bound_warnings(best.theta, PARAMS, p.log_n, p.log_d)
