@@ -90,6 +90,14 @@ def fit(
     _show(laws)
     if laws.get("isoflop"):
         _show_isoflop(laws["isoflop"])
+    from mmlm.laws.holdout import describe
+
+    for kind in ("unimodal", "bimodal"):
+        for name, d in laws[kind].items():
+            if d.get("law") == "data-constrained":
+                console.print(f"data-constrained {name}: R_D* = {_num(d['R_D'])}, R_N* = {_num(d['R_N'])}")
+            if d.get("holdout"):
+                console.print(f"holdout {name}: {describe(d['holdout'])}")
     for kind in ("unimodal", "bimodal"):
         for name, d in laws[kind].items():
             for w in d["warnings"]:

@@ -112,25 +112,31 @@ class DataConstrainedLaw(forms.FittedParams):
         return best_t, best_f
 
     def _starts(self, N, D, U, loss):
-        """Stage 1: (t, objective) for every (R_D*, R_N*) of the grid."""
+        """Stage 1: (t, objective) for every (R_D*, R_N*) of the grid; a free-exponent fit also starts
+        from the tied law's (on datablations the free fit alone ended in a worse local minimum)."""
         from .unimodal import UnimodalLaw
 
         out = []
-        for R_D in R_GRID:
-            for R_N in R_GRID:
-                Np = N.copy()  # first round: no excess parameters
-                Dp = effective(N, D, U, 1.0, 1.0, 1.0, 1.0, R_D, R_N)[1]
-                law = None
-                for _ in range(3):
-                    law = UnimodalLaw(tie_exponents=self.tie_exponents).fit(Np, Dp, loss)
-                    if law.alpha_ <= 0 or law.beta_ <= 0:
-                        break
-                    Np, _ = effective(N, D, U, law.A_, law.B_, law.alpha_, law.beta_, R_D, R_N)
-                t = [np.log(law.E_), np.log(law.A_), np.log(law.B_), max(law.alpha_, 1e-4)]
-                t += [] if self.tie_exponents else [max(law.beta_, 1e-4)]
-                t = np.array(t + [np.log(R_D), np.log(R_N)])
-                out.append((t, self._objective_t(t, N, D, U, loss, None)))
+        for tied in ((True,) if self.tie_exponents else (True, False)):
+            for R_D in R_GRID:
+                for R_N in R_GRID:
+                    out.append(self._start(N, D, U, loss, R_D, R_N, tied, UnimodalLaw))
         return out
+
+    def _start(self, N, D, U, loss, R_D, R_N, tied, UnimodalLaw):
+        """One stage-1 start: the Chinchilla law on (N', D') and N' from it, three rounds."""
+        Np = N.copy()  # first round: no excess parameters
+        Dp = effective(N, D, U, 1.0, 1.0, 1.0, 1.0, R_D, R_N)[1]
+        law = None
+        for _ in range(3):
+            law = UnimodalLaw(tie_exponents=tied).fit(Np, Dp, loss)
+            if law.alpha_ <= 0 or law.beta_ <= 0:
+                break
+            Np, _ = effective(N, D, U, law.A_, law.B_, law.alpha_, law.beta_, R_D, R_N)
+        t = [np.log(law.E_), np.log(law.A_), np.log(law.B_), max(law.alpha_, 1e-4)]
+        t += [] if self.tie_exponents else [max(law.beta_, 1e-4)]
+        t = np.array(t + [np.log(R_D), np.log(R_N)])
+        return t, self._objective_t(t, N, D, U, loss, None)
 
     def fit(self, N, D, U, loss) -> "DataConstrainedLaw":
         N, D, U, loss = forms.check_points(self.n_params, N=N, D=D, U=U, loss=loss)
