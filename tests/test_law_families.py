@@ -234,3 +234,23 @@ def test_cli_unique_tokens_above_tokens_is_an_error(tmp_path):
     path = _csv(tmp_path, N.tolist(), D.tolist(), L.tolist(), U.tolist())
     r = _mmlm("fit", path, "-o", tmp_path / "out", "--law", "data-constrained", "--unique-col", "U")
     assert r.returncode != 0 and "line 5: U is" in r.stderr and "more than the" in r.stderr
+
+
+def test_holdout_rule_applies_to_pair_laws_too(tmp_path):
+    """A sweep drawn from known laws (no noise): every law, uni-modal and pair, gets its holdout, and
+    a law that is exactly right predicts the held-out runs to ~0."""
+    from mmlm.laws import synthetic
+    from mmlm.laws.results import fit_table
+    from mmlm.laws.table import read_table
+
+    path = tmp_path / "results.csv"
+    path.write_text(synthetic.sweep_csv(noise=0.0))
+    fitted = fit_table(read_table(path), holdout="sizes:2")
+    laws = fitted.laws()
+    for kind in ("unimodal", "bimodal"):
+        for name, d in laws[kind].items():
+            h = d["holdout"]
+            assert h is not None, (kind, name, d["warnings"])
+            assert h["points"] == 2 * len(synthetic.TOKENS)  # the two largest of the 6 sizes, every budget
+            assert h["mean_abs"] < 1e-3, (kind, name, h)
+    assert fitted.settings["holdout"] == "sizes:2"
