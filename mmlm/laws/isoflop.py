@@ -140,8 +140,8 @@ def analyse(N, D, loss, bootstrap: int = 0, seed: int = 0, C=None, curve: str = 
     log_n = np.log(N)
     labels = budgets(C)
     got, skipped = _optima(log_n, loss, C, labels, curve=curve)
-    out = {"optima": [{"C": c, "N": float(np.exp(x)), "D": float(c / (6 * np.exp(x))), "loss": float(l)}
-                      for c, x, l in got],
+    out = {"optima": [{"C": c, "N": float(np.exp(x)), "D": float(c / (6 * np.exp(x))), "loss": float(lo)}
+                      for c, x, lo in got],
            "skipped": [{"C": c, "why": why} for c, why in skipped],
            "a": None, "b": None, "ci": {}, "loss_law": None, "curve": curve}
     if len(got) < MIN_BUDGETS:
