@@ -97,3 +97,155 @@ def remove_if_stale(tmp: str | os.PathLike) -> bool:
     elif tmp.exists() or tmp.is_symlink():
         tmp.unlink()
     return True
+
+
+# ---- output folders the user names (`--out`) ---------------------------------------------------
+
+RECORD = ".mmlm-output"  # the names an output folder's writer put there, one per line
+
+
+def _written_by_us(path: Path) -> set[str]:
+    try:
+        return set((path / RECORD).read_text(encoding="utf-8").split("\n")) - {""}
+    except (OSError, UnicodeDecodeError):
+        return set()
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--out", legacy: tuple[str, ...] = ()) -> Path:
+    """Refuse (MmlmError, nothing changed) an output folder `output_dir` may not replace; returns
+    the absolute path. Call it before long work so a bad --out fails at once."""
+    from .errors import MmlmError
+
+    given, path = Path(path), Path(os.path.abspath(path))
+    if path.exists() and not path.is_dir():
+        raise MmlmError(f"{option} {given}: exists and is not a folder")
+    if path.is_dir():
+        if path == Path.cwd() or path.parent == path:
+            raise MmlmError(f"{option} {given}: is the current (or root) folder; name a new folder for the output")
+        ours = _written_by_us(path) | ({RECORD} if (path / RECORD).is_file() else set())
+        for name in legacy:
+            if (path / name).is_file() and not ours:
+                ours = {name} | set(legacy_names(path / name))
+        try:
+            foreign = sorted(p.name for p in path.iterdir() if p.name not in ours)
+        except OSError as e:
+            raise MmlmError(f"{option} {given}: cannot list the folder ({e.strerror or e})") from None
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise MmlmError(f"{option} {given}: folder is not empty: it holds files mmlm did not write ({shown}); "
+                            f"choose a new or empty folder (nothing was changed)")
+    parent = path.parent
+    while not parent.exists() and parent.parent != parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise MmlmError(f"{option} {given}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MmlmError(f"{option} {given}: cannot write in {parent} (permission denied)")
+    return path
+
+
+@contextlib.contextmanager
+def output_dir(path: str | os.PathLike, option: str = "--out", legacy: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Write a user-named output folder whole: yield a fresh temporary folder, and on success swap
+    it in for `path`. An existing folder is replaced only when it is empty or holds nothing but what
+    an earlier output_dir wrote there (its RECORD lists the names); anything else in it is the
+    user's, so the call refuses before writing (`check_output_dir`), and nothing of the user's is
+    ever deleted. `legacy`: a file marking an output of an older version that lists its own files
+    (samples.jsonl), accepted with exactly those names."""
+    path = check_output_dir(path, option, legacy)
+    with atomic_dir(path) as tmp:
+        yield tmp
+        names = sorted(p.name for p in tmp.iterdir())
+        (tmp / RECORD).write_text("".join(n + "\n" for n in names), encoding="utf-8")
+
+
+def legacy_names(listing: Path) -> list[str]:
+    """File names an older output's samples.jsonl lists (its "segments"[*]["file"])."""
+    from .jsonio import lines, loads
+
+    names = []
+    try:
+        for _, line in lines(listing.read_text(encoding="utf-8")):
+            if line.strip():
+                obj = loads(line)
+                names += [s.get("file") for s in obj.get("segments", []) if isinstance(s, dict)]
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [n for n in names if isinstance(n, str)]
+
+
+# ---- one writer at a time ------------------------------------------------------------------------
+
+class Locked(Exception):
+    """The lock is held by another process; `holder` says which (as it wrote into the lock file)."""
+
+    def __init__(self, path: Path, holder: str):
+        super().__init__(f"{path}: locked by {holder}")
+        self.path, self.holder = path, holder
+
+
+_held: dict[tuple[int, int], int] = {}  # (device, inode) of lock files this process holds -> depth
+
+
+def _holder_line() -> str:
+    import shlex
+    import socket
+    import sys
+    import time
+
+    cmd = " ".join(shlex.quote(a) for a in sys.argv[:6])
+    return f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} ({cmd})"
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: str | os.PathLike, wait_s: float = 0.0, remove_created: Path | None = None) -> Iterator[None]:
+    """Hold an exclusive lock (flock on `lock_file`) for the duration; raises Locked naming the
+    holder when another process keeps it for `wait_s` seconds. The lock goes with the process however
+    it ends (kill -9 included), and is re-entrant within one process (a sweep worker holds its run's
+    lock while `train` takes the same one). `remove_created`: a folder this call created to hold the
+    lock, removed again when the work fails and left nothing but the lock file in it."""
+    import fcntl
+    import time
+
+    lock_file = Path(lock_file)
+    created = remove_created is not None and not remove_created.exists()
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    key = None
+    try:
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        if key in _held:
+            _held[key] += 1
+        else:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+                        key = None
+                        raise Locked(lock_file, holder) from None
+                    time.sleep(0.1)
+            _held[key] = 1
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (_holder_line() + "\n").encode(), 0)
+        try:
+            yield
+        except BaseException:
+            if created and _held.get(key) == 1 and [p.name for p in remove_created.iterdir()] == [lock_file.name]:
+                lock_file.unlink()
+                remove_created.rmdir()
+            raise
+    finally:
+        if key is not None:
+            _held[key] -= 1
+            if _held[key] == 0:
+                del _held[key]
+                try:
+                    os.ftruncate(fd, 0)
+                except OSError:
+                    pass
+        os.close(fd)  # closing the last descriptor releases the lock

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -44,30 +43,11 @@ from .vocab import SEGMENT_MODALITIES, SPACE_OF, Vocab
 EXTENSIONS = {"text": ".txt", "code": ".txt", "image": ".png", "speech": ".wav", "molecule": ".smi"}
 PROMPT_OPTION = {"text": "--prompt", "image": "--prompt-image", "speech": "--prompt-audio", "molecule": "--prompt-smiles"}
 DEFAULT_MAX_TOKENS = 256
+OUTPUT_LEGACY = ("samples.jsonl",)  # an output of an older mmlm: samples.jsonl lists its files
 DONE_CHECK_EVERY = 8  # steps between checks that every row has finished (each check syncs a GPU)
 
 
 # ---- the run -----------------------------------------------------------------------------------
-
-def _check_safetensors(path: Path) -> None:
-    """Refuse anything that is not a safetensors file before a loader sees it (no pickle, ever)."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    size = path.stat().st_size
-    what = None
-    if head[:1] == b"\x80":
-        what = "it is a Python pickle"
-    elif head[:4] == b"PK\x03\x04":
-        what = "it is a zip archive, as torch.save writes"
-    elif len(head) < 9:
-        what = "too short"
-    else:
-        n = struct.unpack("<Q", head[:8])[0]
-        if not (2 <= n <= size - 8 and head[8:9] == b"{"):
-            what = "no safetensors header"
-    if what:
-        raise MmlmError(f"{path}: not a safetensors file ({what}); refused: weights are only ever loaded from safetensors")
-
 
 def resolve_device(name: str) -> torch.device:
     from .train import resolve_device as resolve
@@ -117,7 +97,6 @@ def load_run(path: str | Path, device: str = "auto") -> Run:
                       ("model.safetensors", "the run has no weights yet")):
         if not (path / name).is_file():
             raise MmlmError(f"{path / name}: missing ({why})")
-    _check_safetensors(path / "model.safetensors")
     dev = resolve_device(device)
     vocab = Vocab.load(path / "vocab.json")
     model, config = load_model(path, dev, attention=resolve_attention("auto", dev))
@@ -420,17 +399,14 @@ def generate(run: Run, prompts: list[tuple[str, Any]], target: str | None, setti
 def write_samples(samples: list[dict], out: str | Path) -> list[Path]:
     """Write `sample-<k>.<ext>` (k from 1; `sample-<k>-<j>.<ext>` when a sample holds several segments)
     and samples.jsonl into `out`, all at once: the folder appears (or is replaced) only when complete.
-    An existing folder is replaced only when empty or a previous generate output (has samples.jsonl)."""
+    An existing folder is replaced only when empty or a previous generate output: files mmlm did not
+    write there are never deleted (the call refuses instead; see `atomic.output_dir`)."""
     from .tokenize import encode_item
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise MmlmError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "samples.jsonl").is_file():
-        raise MmlmError(f"--out {out}: folder is not empty and holds no earlier samples; choose a new or empty folder")
     files: list[Path] = []
     lines = []
-    with atomic.atomic_dir(out) as tmp:
+    with atomic.output_dir(out, "--out", legacy=OUTPUT_LEGACY) as tmp:
         for k, sample in enumerate(samples, 1):
             segments = []
             for j, seg in enumerate(sample["segments"], 1):

@@ -89,27 +89,13 @@ def load_tokenizer(root: str | Path, space: str, vocab: Vocab | None = None):
 def _locked(root: Path) -> Iterator[None]:
     """Hold an exclusive lock on the data root (one tokenize at a time writes vocab.json).
     A data root this call created is removed again if the work fails before writing anything."""
-    created = not root.exists()
-    root.mkdir(parents=True, exist_ok=True)
-    lock = root / ".lock"
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        fcntl = None
-    try:
-        with open(lock, "w") as f:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    raise MmlmError(f"{root}: another tokenize is writing to this data root "
-                                    f"(wait for it to finish)") from None
-            yield
-    except BaseException:
-        if created and [p.name for p in root.iterdir()] == [".lock"]:
-            lock.unlink()
-            root.rmdir()
-        raise
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(atomic.exclusive(root / ".lock", remove_created=root))
+        except atomic.Locked as e:
+            raise MmlmError(f"{root}: another tokenize is writing to this data root, {e.holder} "
+                            f"(wait for it to finish)") from None
+        yield
 
 
 def _one_blas_thread():

@@ -8,7 +8,6 @@ Launchers (all call `worker.train_run` in a fresh process, which records its own
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import multiprocessing as mp
 import os
 import time
@@ -16,6 +15,7 @@ from multiprocessing.connection import wait as wait_ready
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .. import atomic
 from ..errors import MmlmError
 from .grid import Grid, slurm_params
 from .results import write_results
@@ -168,16 +168,12 @@ def _check_slurm_available() -> None:
 @contextlib.contextmanager
 def _sweep_lock(out: Path) -> Iterator[None]:
     """One sweep at a time per output folder (the lock goes with the process, however it ends)."""
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / ".sweep.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MmlmError(f"{out}: another `mmlm sweep` is running on this folder") from None
+            stack.enter_context(atomic.exclusive(out / ".sweep.lock"))
+        except atomic.Locked as e:
+            raise MmlmError(f"{out}: another `mmlm sweep` is running on this folder ({e.holder})") from None
         yield
-    finally:
-        os.close(fd)
 
 
 # ---- local: a pool of spawned workers -------------------------------------------------------------
