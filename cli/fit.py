@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import console, print_json, progress_bar
+from .common import console, escape, print_json, progress_bar
 
 
 def fit(
@@ -65,9 +65,9 @@ def fit(
     for kind in ("unimodal", "bimodal"):
         for name, d in laws[kind].items():
             for w in d["warnings"]:
-                console.print(f"[yellow]warning (!):[/] {name}: {w}")
-    console.print(f"wrote [bold]{out / 'laws.json'}[/] and [bold]{out / 'report.md'}[/]"
-                  + ("" if no_plots else " with the plots"))
+                console.print(f"[yellow]warning (!):[/] {escape(name)}: {escape(w)}", markup=True)
+    console.print(f"wrote [bold]{escape(str(out / 'laws.json'))}[/] and [bold]{escape(str(out / 'report.md'))}[/]"
+                  + ("" if no_plots else " with the plots"), markup=True)
 
 
 def _num(x) -> str:
@@ -77,6 +77,7 @@ def _num(x) -> str:
 def _show(laws: dict) -> None:
     """One table of coefficients per law kind, then one of bootstrap intervals when there are any."""
     from rich.table import Table
+    from rich.text import Text
 
     for kind, title, params, extra in (
         ("unimodal", "uni-modal laws  L = E + A/N^alpha + B/D^beta", ("E", "A", "B", "alpha", "beta"), True),
@@ -90,7 +91,7 @@ def _show(laws: dict) -> None:
             t.add_column(c, justify="right")
         for name, d in laws[kind].items():
             flag = " [yellow]![/]" if d["warnings"] else ""
-            t.add_row(name + flag, *(_num(d[k]) for k in params), _num(d["objective"]), str(d["n_points"]),
+            t.add_row(Text.from_markup(escape(name) + flag), *(_num(d[k]) for k in params), _num(d["objective"]), str(d["n_points"]),
                       *((_num(d["holdout_error"]),) if extra else ()))
         console.print(t)
         if any(d["ci"] for d in laws[kind].values()):

@@ -31,12 +31,12 @@ def generate(
     import json
 
     from mmlm.atomic import check_output_dir
-    from mmlm.generate import OUTPUT_LEGACY, SampleSettings, generate as sample, load_run, read_prompts, write_samples
+    from mmlm.generate import SampleSettings, earlier_output, generate as sample, load_run, read_prompts, write_samples
 
     settings = SampleSettings(num_samples=num_samples, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
                               top_p=top_p, cfg_scale=cfg_scale, seed=seed)
     settings.check()
-    check_output_dir(out, "--out", OUTPUT_LEGACY)  # before any work: a bad --out fails at once
+    check_output_dir(out, earlier_output)  # before any work: a bad --out fails at once
     prompts = read_prompts(text=prompt, image=prompt_image, audio=prompt_audio, smiles=prompt_smiles)
     loaded = load_run(run, device)
     with _Progress() as on_step:

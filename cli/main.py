@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
+
+try:  # typer >= 0.16 vendors click; older ones use the click package
+    from typer._click import exceptions as click
+except ImportError:  # pragma: no cover
+    from click import exceptions as click
 
 from mmlm import __version__
 from mmlm.errors import MmlmError, os_error_line
@@ -63,13 +67,13 @@ def run(argv: list[str] | None = None) -> int:
     except MmlmError as e:
         print_error(str(e))
         return 1
-    except click.exceptions.NoArgsIsHelpError as e:  # `mmlm tokenize` alone: the help, as click would
+    except click.NoArgsIsHelpError as e:  # `mmlm tokenize` alone: the help, as click would
         click.echo(e.ctx.get_help() if e.ctx is not None else e.format_message(), err=True)
         return 2
     except click.UsageError as e:
         print_error(_usage_line(e))
         return 2
-    except click.exceptions.Abort:
+    except typer.Abort:
         print_error("interrupted", prefix="")
         return 130
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ import typer
 
 from mmlm.errors import MmlmError
 
-from .common import console, err_console, print_json, progress_bar
+from .common import console, err_console, print_error, print_json, progress_bar
 
 
 def sweep(
@@ -50,7 +50,7 @@ def sweep(
             the_grid = load_grid(grid, data=data)
     except GridError as e:
         for problem in e.problems:
-            err_console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+            print_error(problem)
         raise typer.Exit(1)
 
     slurm = {"partition": partition, "gpus_per_run": gpus_per_run, "cpus_per_task": cpus_per_task,
@@ -61,7 +61,7 @@ def sweep(
             report = run_sweep(the_grid, out, jobs=jobs, launcher=launcher, retry_failed=retry_failed,
                                dry_run=dry_run, slurm=slurm, on_event=view.on_event)
     except KeyboardInterrupt:
-        err_console.print(f"[yellow]stopped[/]: run the same command again to continue ({view.counts_line()})")
+        err_console.print(f"[yellow]stopped[/]: run the same command again to continue ({view.counts_line()})", markup=True)
         raise typer.Exit(130)
     if json_out:
         print_json(report)
@@ -84,6 +84,7 @@ def _build_demo_data(data: Path, ensure) -> None:
 
 
 def _plan_table(runs):
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -91,7 +92,7 @@ def _plan_table(runs):
     for col in ("run", "size", "mixture", "tokens", "action", "detail"):
         table.add_column(col, justify="right" if col == "tokens" else "left")
     for r in runs:
-        table.add_row(r["id"], r["size"], r["mixture"], f"{r['tokens']:,}", _ACTION_STYLE.get(r["action"], r["action"]),
+        table.add_row(r["id"], r["size"], r["mixture"], f"{r['tokens']:,}", Text.from_markup(_ACTION_STYLE.get(r["action"], escape(r["action"]))),
                       Text(r.get("detail", "")))
     return table
 
@@ -108,9 +109,9 @@ def _print_report(report) -> None:
                   f"{counts['busy']} busy elsewhere · {report['rows']} rows in {report['results']}")
     for r in report["runs"]:
         if r["state"] == "failed":
-            console.print(f"[red]failed[/] {r['id']}: {escape(r['detail'])}", highlight=False)
+            console.print(f"[red]failed[/] {escape(r['id'])}: {escape(r['detail'])}", highlight=False, markup=True)
         elif r["state"] == "busy":
-            console.print(f"[magenta]busy[/] {r['id']}: {escape(r['detail'])}", highlight=False)
+            console.print(f"[magenta]busy[/] {escape(r['id'])}: {escape(r['detail'])}", highlight=False, markup=True)
     if counts["failed"]:
         console.print("rerun with --retry-failed to try the failed runs again; errors are in runs/<id>/error.txt")
 

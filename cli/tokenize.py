@@ -121,7 +121,7 @@ def _print_summary(summary: dict) -> None:
     console.print(table)
     if summary["skipped"]:
         err_console.print(f"[yellow]skipped {summary['skipped']:,} item(s)[/] (--strict fails instead); first ones:",
-                          highlight=False, soft_wrap=True)
+                          highlight=False, soft_wrap=True, markup=True)
         for why in summary["skipped_examples"][:5]:
             err_console.print(f"  {why}", highlight=False, markup=False, soft_wrap=True)
 

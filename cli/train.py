@@ -10,7 +10,7 @@ import typer
 
 from mmlm.errors import MmlmError
 
-from .common import console, err_console, print_json, progress_bar
+from .common import console, err_console, escape, print_json, progress_bar
 
 EXIT_STOPPED = 3  # training stopped early (status says why); the last good checkpoint is intact
 
@@ -62,7 +62,7 @@ def train(
         summary = _run_multi(cfg, progress) if nproc > 1 else _run_single(cfg, progress)
     _show_summary(summary, json_out)
     if summary["status"] != "done":
-        err_console.print(f"[bold yellow]{summary['status']}[/]", highlight=False)
+        err_console.print(summary["status"], style="bold yellow", highlight=False)
         raise typer.Exit(EXIT_STOPPED)
 
 
@@ -103,7 +103,7 @@ class _Progress:
     def _start(self) -> None:
         from rich.progress import TextColumn
 
-        self._ctx = progress_bar(TextColumn("{task.fields[info]}"))
+        self._ctx = progress_bar(TextColumn("{task.fields[info]}", markup=False))
         self.bar = self._ctx.__enter__()
         self.task = self.bar.add_task("train", total=None, info="")
 
@@ -119,7 +119,7 @@ class _Progress:
             info = f"loss {event['loss']:.4f}  {event['tokens_per_s']:,.0f} tok/s" + (f"  eval {evals}" if evals else "")
             self.bar.update(self.task, completed=event["step"], info=info)
         elif kind == "restart":
-            self.bar.console.print(f"[yellow]restart {event['restarts']}:[/] {event['reason']}; back to step "
+            self.bar.console.print(f"[yellow]restart {event['restarts']}:[/] {escape(event['reason'])}; back to step "
                                    f"{event['step']}, learning rate x{event['lr_scale']:.3f}", highlight=False)
 
 

@@ -12,7 +12,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 def _tmp_name(path: Path) -> Path:
@@ -101,19 +101,11 @@ def remove_if_stale(tmp: str | os.PathLike) -> bool:
 
 # ---- output folders the user names (`--out`) ---------------------------------------------------
 
-RECORD = ".mmlm-output"  # the names an output folder's writer put there, one per line
-
-
-def _written_by_us(path: Path) -> set[str]:
-    try:
-        return set((path / RECORD).read_text(encoding="utf-8").split("\n")) - {""}
-    except (OSError, UnicodeDecodeError):
-        return set()
-
-
-def check_output_dir(path: str | os.PathLike, option: str = "--out", legacy: tuple[str, ...] = ()) -> Path:
-    """Refuse (MmlmError, nothing changed) an output folder `output_dir` may not replace; returns
-    the absolute path. Call it before long work so a bad --out fails at once."""
+def check_output_dir(path: str | os.PathLike, ours: Callable[[Path], set[str]], option: str = "--out") -> Path:
+    """Refuse (MmlmError, nothing changed) an output folder that `output_dir` may not replace;
+    returns the absolute path. `ours(folder)`: the names in an existing folder that an earlier run
+    of the same command wrote (read from its own listing, e.g. samples.jsonl); any other entry is
+    the user's. Call it before long work too, so a bad --out fails at once."""
     from .errors import MmlmError
 
     given, path = Path(path), Path(os.path.abspath(path))
@@ -122,14 +114,12 @@ def check_output_dir(path: str | os.PathLike, option: str = "--out", legacy: tup
     if path.is_dir():
         if path == Path.cwd() or path.parent == path:
             raise MmlmError(f"{option} {given}: is the current (or root) folder; name a new folder for the output")
-        ours = _written_by_us(path) | ({RECORD} if (path / RECORD).is_file() else set())
-        for name in legacy:
-            if (path / name).is_file() and not ours:
-                ours = {name} | set(legacy_names(path / name))
         try:
-            foreign = sorted(p.name for p in path.iterdir() if p.name not in ours)
+            names = [p.name for p in path.iterdir()]
         except OSError as e:
             raise MmlmError(f"{option} {given}: cannot list the folder ({e.strerror or e})") from None
+        mine = ours(path) if names else set()
+        foreign = sorted(n for n in names if n not in mine)
         if foreign:
             shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
             raise MmlmError(f"{option} {given}: folder is not empty: it holds files mmlm did not write ({shown}); "
@@ -145,33 +135,13 @@ def check_output_dir(path: str | os.PathLike, option: str = "--out", legacy: tup
 
 
 @contextlib.contextmanager
-def output_dir(path: str | os.PathLike, option: str = "--out", legacy: tuple[str, ...] = ()) -> Iterator[Path]:
+def output_dir(path: str | os.PathLike, ours: Callable[[Path], set[str]], option: str = "--out") -> Iterator[Path]:
     """Write a user-named output folder whole: yield a fresh temporary folder, and on success swap
-    it in for `path`. An existing folder is replaced only when it is empty or holds nothing but what
-    an earlier output_dir wrote there (its RECORD lists the names); anything else in it is the
-    user's, so the call refuses before writing (`check_output_dir`), and nothing of the user's is
-    ever deleted. `legacy`: a file marking an output of an older version that lists its own files
-    (samples.jsonl), accepted with exactly those names."""
-    path = check_output_dir(path, option, legacy)
-    with atomic_dir(path) as tmp:
+    it in for `path`. An existing folder is replaced only when it is empty or holds nothing but an
+    earlier output of the same command (`check_output_dir`); a folder holding anything else is
+    refused before anything is written, so nothing of the user's is ever deleted."""
+    with atomic_dir(check_output_dir(path, ours, option)) as tmp:
         yield tmp
-        names = sorted(p.name for p in tmp.iterdir())
-        (tmp / RECORD).write_text("".join(n + "\n" for n in names), encoding="utf-8")
-
-
-def legacy_names(listing: Path) -> list[str]:
-    """File names an older output's samples.jsonl lists (its "segments"[*]["file"])."""
-    from .jsonio import lines, loads
-
-    names = []
-    try:
-        for _, line in lines(listing.read_text(encoding="utf-8")):
-            if line.strip():
-                obj = loads(line)
-                names += [s.get("file") for s in obj.get("segments", []) if isinstance(s, dict)]
-    except (OSError, ValueError, AttributeError):
-        return []
-    return [n for n in names if isinstance(n, str)]
 
 
 # ---- one writer at a time ------------------------------------------------------------------------

@@ -43,7 +43,6 @@ from .vocab import SEGMENT_MODALITIES, SPACE_OF, Vocab
 EXTENSIONS = {"text": ".txt", "code": ".txt", "image": ".png", "speech": ".wav", "molecule": ".smi"}
 PROMPT_OPTION = {"text": "--prompt", "image": "--prompt-image", "speech": "--prompt-audio", "molecule": "--prompt-smiles"}
 DEFAULT_MAX_TOKENS = 256
-OUTPUT_LEGACY = ("samples.jsonl",)  # an output of an older mmlm: samples.jsonl lists its files
 DONE_CHECK_EVERY = 8  # steps between checks that every row has finished (each check syncs a GPU)
 
 
@@ -396,6 +395,23 @@ def generate(run: Run, prompts: list[tuple[str, Any]], target: str | None, setti
     return samples
 
 
+def earlier_output(folder: Path) -> set[str]:
+    """The names in `folder` that an earlier write_samples put there: samples.jsonl and the files it lists."""
+    from .jsonio import lines, loads
+
+    listing = folder / "samples.jsonl"
+    if not listing.is_file():
+        return set()
+    names = {listing.name}
+    try:
+        for _, line in lines(listing.read_text(encoding="utf-8")):
+            if line.strip():
+                names |= {s["file"] for s in loads(line)["segments"] if isinstance(s.get("file"), str)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()  # not a listing we wrote: nothing in the folder counts as ours
+    return names
+
+
 def write_samples(samples: list[dict], out: str | Path) -> list[Path]:
     """Write `sample-<k>.<ext>` (k from 1; `sample-<k>-<j>.<ext>` when a sample holds several segments)
     and samples.jsonl into `out`, all at once: the folder appears (or is replaced) only when complete.
@@ -406,7 +422,7 @@ def write_samples(samples: list[dict], out: str | Path) -> list[Path]:
     out = Path(out)
     files: list[Path] = []
     lines = []
-    with atomic.output_dir(out, "--out", legacy=OUTPUT_LEGACY) as tmp:
+    with atomic.output_dir(out, earlier_output) as tmp:
         for k, sample in enumerate(samples, 1):
             segments = []
             for j, seg in enumerate(sample["segments"], 1):

@@ -480,6 +480,12 @@ def encode_item(modality: str, item) -> bytes:
     return str(item).encode("utf-8")
 
 
+def _earlier_decode(folder: Path) -> set[str]:
+    """Names a decode of a paired document writes (`1-image.png`, `2-text.txt`, ...)."""
+    pattern = re.compile(r"\d+-(?:%s)\.(?:txt|png|wav)" % "|".join(EXTENSIONS))
+    return {p.name for p in folder.iterdir() if pattern.fullmatch(p.name) and p.is_file()}
+
+
 def decode_document(data_root: str | Path, dataset: str, k: int, out: str | Path) -> list[Path]:
     """Write document `k` of `dataset` to `out`: one file for a single segment (UTF-8 text, PNG,
     WAV), or a folder holding `1-<modality>.<ext>`, `2-...` in document order for a pair."""
@@ -505,7 +511,7 @@ def decode_document(data_root: str | Path, dataset: str, k: int, out: str | Path
             raise MmlmError(f"{out}: is a folder; --out needs a file name for a {files[0][0]} document")
         atomic.write_bytes(out, files[0][1])
         return [out]
-    with atomic.atomic_dir(out) as tmp:
+    with atomic.output_dir(out, _earlier_decode) as tmp:
         names = [f"{i}-{m}{EXTENSIONS[m]}" for i, (m, _) in enumerate(files, 1)]
         for fname, (_, data) in zip(names, files):
             (tmp / fname).write_bytes(data)
