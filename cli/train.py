@@ -157,9 +157,11 @@ def _run_multi(cfg, progress) -> dict:
         raise
     drain.join(timeout=10)
     if summary is None:
+        from mmlm.errors import last_error_line
+
         reasons = [e.strip()[len("error: "):] for e in errors if e.startswith("error: ")]
-        tail = next((e.strip() for e in reversed(errors) if e.strip()), "no output")
-        raise MmlmError(reasons[0] if reasons else f"training processes failed (exit code {rc}): {tail}")
+        why = last_error_line("".join(errors)) or "no error message"
+        raise MmlmError(reasons[0] if reasons else f"training processes failed (exit code {rc}): {why}")
     return summary
 
 

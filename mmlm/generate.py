@@ -355,6 +355,18 @@ def decode_segment(run: Run, modality: str, ids: list[int]) -> tuple[Any, dict]:
     return item, info
 
 
+def _check_batch_memory(cfg, settings: SampleSettings, context: int, max_tokens: int, guided: bool) -> None:
+    """Refuse a batch whose decoding state cannot fit, before allocating it: per context (two with
+    guidance) a KV cache (keys and values of every layer and position) and a few [B, vocab] float
+    copies of the logits (scores, mask, softmax), all float32."""
+    from .bounds import check_memory
+
+    B, positions = settings.num_samples, context + max_tokens
+    per_stream = 4 * B * (2 * cfg.n_layer * positions * cfg.d_model + 4 * cfg.vocab_size + 8 * positions)
+    check_memory(per_stream * (2 if guided else 1), f"--num-samples {B}",
+                 f"the decoding state ({B} samples x {positions} positions)")
+
+
 def generate(run: Run, prompts: list[tuple[str, Any]], target: str | None, settings: SampleSettings,
              on_step: Callable[[int, int], None] | None = None) -> list[dict]:
     """Sample from a run. Returns one dict per sample: {"tokens", "segments": [{"modality", "start",
@@ -379,6 +391,7 @@ def generate(run: Run, prompts: list[tuple[str, Any]], target: str | None, setti
     if max_tokens < need:
         raise MmlmError(f"--max-tokens {max_tokens}: an image is {image_codes} codes and its end sentinel; "
                         f"use at least {need}")
+    _check_batch_memory(model.cfg, settings, len(context), max_tokens, guided)
     seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
     generator = torch.Generator(device=run.device).manual_seed(seed)
     grammar = Grammar(vocab, modalities, target, image_codes, run.device)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 import re
 import time
 from pathlib import Path
@@ -142,7 +143,7 @@ class _Docs:
 
 
 def _read_inputs(kind: str, inputs: list[Path], strict: bool, external: bool, opts: dict, vocab: Vocab,
-                 on_progress: Progress) -> _Docs:
+                 on_progress: Progress, allow_outside: bool = False) -> _Docs:
     out = _Docs()
     if external:  # ids must fit the range asked for, or the one this data root already has
         space_size = {s: last - first + 1 for s, (first, last) in vocab.ranges.items()}
@@ -184,7 +185,7 @@ def _read_inputs(kind: str, inputs: list[Path], strict: bool, external: bool, op
         else:
             media_key, read_media, modality = (
                 ("image", readers.read_image, "image") if kind == "image-text" else ("audio", readers.read_audio, "speech"))
-            for no, media_path, text in readers.read_manifest(path, media_key):
+            for no, media_path, text in readers.read_manifest(path, media_key, allow_outside):
                 try:
                     item = read_media(media_path)
                 except MmlmError as e:
@@ -235,6 +236,8 @@ def _train(space: str, items: list, opts: dict, user_opts: dict, external: bool)
     codes (sizes only when the user gave them, else inferred from the codes)."""
     seed = opts["seed"]
     cls = tokenizer_class(space)
+    if not external:
+        _check_codes_fit_data(space, items, opts)
     if space == "text":
         return cls.train(items, vocab_size=opts["vocab_size"], seed=seed)
     if space == "molecule":
@@ -249,6 +252,47 @@ def _train(space: str, items: list, opts: dict, user_opts: dict, external: bool)
     if external:
         return cls.from_units(items, units=user_opts.get("units"))
     return cls.train(items, units=opts["units"], seed=seed)
+
+
+def _sample_limit(space: str) -> int:
+    """How many vectors (patches, frames) k-means of `space` learns from at most (its `sample` default)."""
+    import inspect
+
+    return int(inspect.signature(tokenizer_class(space).train).parameters["sample"].default)
+
+
+def _check_bounds(opts: dict) -> None:
+    """Settings checked before any input is read: sizes whose work or memory has no upper bound."""
+    from .bounds import check_memory
+
+    size, patch = opts["image_size"], opts["patch"]
+    if patch > size:
+        raise MmlmError(f"--patch {patch}: larger than --image-size {size}")
+    per_image = (size // patch) ** 2
+    keep = math.ceil(4 * _sample_limit("image") / per_image)  # training images ImageTokenizer.train reads at most
+    check_memory(size * size * 3 * 4 * (keep + 2), f"--image-size {size}",
+                 f"{keep} training image(s) of {size}x{size} pixels in float32")
+    for opt, space, what in (("codebook", "image", "image patches"), ("units", "speech", "speech frames")):
+        limit = _sample_limit(space)
+        if opts[opt] > limit:
+            raise MmlmError(f"--{opt} {opts[opt]}: more than the {limit:,} {what} k-means learns from; "
+                            f"use at most {limit:,}")
+
+
+def _check_codes_fit_data(space: str, items: list, opts: dict) -> None:
+    """A codebook needs at least as many training vectors as codes (k-means on fewer has nothing to learn)."""
+    if space == "image":
+        per_image = (opts["image_size"] // opts["patch"]) ** 2
+        have, k, opt, what = len(items) * per_image, opts["codebook"], "--codebook", f"patches ({len(items)} image(s) x {per_image})"
+    elif space == "speech":
+        from .tokenizers.speech import HOP, SR
+
+        seconds = sum(len(w[0]) / w[1] for w in items)
+        have, k, opt, what = int(seconds * SR / HOP), opts["units"], "--units", f"20 ms frames ({seconds:.1f} s of audio)"
+    else:
+        return
+    if k > have:
+        raise MmlmError(f"{opt} {k}: the training data holds only {have:,} {what}; use at most {have:,} codes, or more data")
 
 
 def _ensure_tokenizers(root: Path, vocab: Vocab, spaces: list[str], docs: _Docs, opts: dict, user_opts: dict,
@@ -334,13 +378,14 @@ def tokenize_dataset(kind: str, inputs: Iterable[str | Path], data_root: str | P
     """
     if kind not in DATASET_KINDS:
         raise MmlmError(f"unknown dataset kind {kind!r} (one of {', '.join(DATASET_KINDS)})")
-    unknown = set(opts) - set(DEFAULTS) - {"train_on", "external"}
+    unknown = set(opts) - set(DEFAULTS) - {"train_on", "external", "allow_outside"}
     if unknown:
         raise MmlmError(f"unknown tokenize option(s): {', '.join(sorted(unknown))}")
     for key, value in opts.items():
         if key in ("vocab_size", "image_size", "patch", "codebook", "units") and value is not None and value < 1:
             raise MmlmError(f"--{key.replace('_', '-')} must be a positive integer, got {value}")
     external = bool(opts.pop("external", False))
+    allow_outside = bool(opts.pop("allow_outside", False))
     if external and kind not in ("image", "speech"):
         raise MmlmError(f"external codes can be imported for image and speech, not {kind}")
     train_on = [Path(p) for p in (opts.pop("train_on", None) or [])]
@@ -348,6 +393,8 @@ def tokenize_dataset(kind: str, inputs: Iterable[str | Path], data_root: str | P
         raise MmlmError(f"--train-on trains the text BPE; {kind} datasets hold no text")
     user_opts = dict(opts)
     opts = {**DEFAULTS, **{k: v for k, v in opts.items() if v is not None}}
+    if kind in ("image", "image-text", "speech", "speech-text") and not external:
+        _check_bounds(opts)
     on_progress = on_progress or _noop
     name = _check_name(name or kind)
     inputs = [Path(p) for p in inputs]
@@ -358,7 +405,7 @@ def tokenize_dataset(kind: str, inputs: Iterable[str | Path], data_root: str | P
 
     with _locked(root), _one_blas_thread():
         vocab = _load_vocab(root)
-        docs = _read_inputs(kind, inputs, strict, external, user_opts, vocab, on_progress)
+        docs = _read_inputs(kind, inputs, strict, external, user_opts, vocab, on_progress, allow_outside)
         modalities = DATASET_KINDS[kind]
         spaces = list(dict.fromkeys(SPACE_OF[m] for m in modalities))
         toks, trained = _ensure_tokenizers(root, vocab, spaces, docs, opts, user_opts, external, train_on,
