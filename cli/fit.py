@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import console, escape, print_json, progress_bar
+from .common import console, err_console, escape, print_json, progress_bar
 
 
 def fit(
@@ -42,6 +42,9 @@ def fit(
     if holdout not in HOLDOUTS:
         raise MmlmError(f"--holdout must be one of {', '.join(HOLDOUTS)}, got {holdout!r}")
     table = read_table(results, n_col, d_col, flops_col, loss_col, dataset_col, mixture_col)
+    if table.duplicates:
+        err_console.print(f"warning: {results}: {table.duplicates} duplicated row(s) (identical to an earlier row); "
+                          f"each is fitted as a separate point", style="yellow", highlight=False, soft_wrap=True)
     options = dict(method=method, bootstrap=bootstrap, exclude_top_loss=exclude_top_loss, holdout=holdout,
                    seed=seed, jobs=jobs or os.cpu_count() or 1)
     if bootstrap or method == "reference":

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import __version__, atomic, readers
 from .errors import MmlmError
-from .shards import Dataset, DatasetWriter, list_datasets
+from .shards import TOKEN_DTYPE, Dataset, DatasetWriter, list_datasets
 from .vocab import DATASET_KINDS, SPACE_OF, Vocab
 
 Progress = Callable[[str, int, int, int], None]
@@ -44,6 +44,8 @@ _SETTING_KEYS = {
     "units": ("speech", "units"),
 }
 _ENCODE_CHUNK = 256  # documents encoded (and written) per step
+_TEXT_PIECE = 1 << 16  # characters of text the BPE trains on / encodes at once (bounds its memory)
+_TEXT_BATCH = 4 * _TEXT_PIECE  # characters encoded per encode_batch call
 _MAX_SKIP_EXAMPLES = 20
 _RESERVED_NAMES = {"tokenizers", "raw", "vocab.json"}
 
@@ -238,8 +240,8 @@ def _train(space: str, items: list, opts: dict, user_opts: dict, external: bool)
     cls = tokenizer_class(space)
     if not external:
         _check_codes_fit_data(space, items, opts)
-    if space == "text":
-        return cls.train(items, vocab_size=opts["vocab_size"], seed=seed)
+    if space == "text":  # in bounded pieces: the same merges as whole documents, a fraction of the memory
+        return cls.train((p for t in items for p in text_pieces(t)), vocab_size=opts["vocab_size"], seed=seed)
     if space == "molecule":
         return cls.train(items, seed=seed)
     if space == "image":
@@ -328,14 +330,58 @@ def _ensure_tokenizers(root: Path, vocab: Vocab, spaces: list[str], docs: _Docs,
 
 # --- encoding -------------------------------------------------------------------------------
 
-def assemble_document(vocab: Vocab, segments: Iterable[tuple[str, np.ndarray]]) -> np.ndarray:
+def assemble_document(vocab: Vocab, segments: Iterable[tuple[str, np.ndarray]], dtype=np.int64) -> np.ndarray:
     """Global ids of a document: each (modality, local ids) segment inside its sentinels, then <eos>.
     The inverse of `split_document`."""
-    parts = []
+    segments = [(m, np.asarray(local).reshape(-1)) for m, local in segments]
+    out = np.empty(sum(local.size + 2 for _, local in segments) + 1, dtype=dtype)  # one allocation: long documents
+    at = 0
     for m, local in segments:
-        parts += [[vocab.begin(m)], np.asarray(local, dtype=np.int64) + vocab.offset(m), [vocab.end(m)]]
-    parts.append([vocab.eos])
-    return np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
+        out[at] = vocab.begin(m)
+        body = out[at + 1:at + 1 + local.size]
+        body[:] = local
+        body += vocab.offset(m)
+        at += local.size + 1
+        out[at] = vocab.end(m)
+        at += 1
+    out[at] = vocab.eos
+    return out
+
+
+def text_pieces(text: str, limit: int = _TEXT_PIECE) -> Iterator[str]:
+    """`text` cut into pieces of about `limit` characters at places where a non-space character is
+    followed by whitespace. The byte-level BPE's pre-tokenizer (the GPT-2 regex, no look-behind)
+    always splits there, so training on or encoding the pieces gives exactly what the whole text
+    gives, with memory bounded by the piece. A stretch of `limit` characters without such a place
+    (minified code, base64) is cut at `limit`, where ids may differ from the whole text's (decoding
+    still gives the text back byte for byte)."""
+    n, start = len(text), 0
+    while n - start > limit:
+        cut = start + limit
+        while cut > start + limit // 2 and not (text[cut] in " \n" and not text[cut - 1].isspace()):
+            cut -= 1
+        if cut == start + limit // 2:
+            cut = start + limit
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
+
+
+def _encode_texts(tok, texts: list[str]) -> Iterator[np.ndarray]:
+    """The BPE ids of each text, encoded in bounded pieces (see `text_pieces`)."""
+    for text in texts:
+        parts: list[np.ndarray] = []
+        batch: list[str] = []
+        size = 0
+        for piece in text_pieces(text):
+            batch.append(piece)
+            size += len(piece)
+            if size >= _TEXT_BATCH:
+                parts += [a.astype(np.int32) for a in tok.encode_batch(batch)]
+                batch, size = [], 0
+        if batch:
+            parts += [a.astype(np.int32) for a in tok.encode_batch(batch)]
+        yield parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _encoded_documents(docs: list, toks: dict, vocab: Vocab, text_first: np.ndarray) -> Iterator[np.ndarray]:
@@ -345,10 +391,10 @@ def _encoded_documents(docs: list, toks: dict, vocab: Vocab, text_first: np.ndar
         encoded = {}
         for space, tok in toks.items():
             items = [item for doc in chunk for m, item in doc if SPACE_OF[m] == space]
-            encoded[space] = iter(tok.encode_batch(items) if space == "text" else [tok.encode(x) for x in items])
+            encoded[space] = _encode_texts(tok, items) if space == "text" else iter([tok.encode(x) for x in items])
         for j, doc in enumerate(chunk):
             segments = [(m, next(encoded[SPACE_OF[m]])) for m, _ in doc]
-            yield assemble_document(vocab, segments[::-1] if text_first[lo + j] else segments)
+            yield assemble_document(vocab, segments[::-1] if text_first[lo + j] else segments, TOKEN_DTYPE)
 
 
 def _remove_stale(root: Path, name: str) -> None:
@@ -422,7 +468,7 @@ def tokenize_dataset(kind: str, inputs: Iterable[str | Path], data_root: str | P
             for k, tokens in enumerate(_encoded_documents(docs.docs, toks, vocab, text_first), 1):
                 writer.add(tokens)
                 n_tokens += tokens.size
-                n_unk += int(np.count_nonzero(tokens == unk))
+                n_unk += int(np.count_nonzero(tokens == unk)) if unk >= 0 else 0
                 if k % _ENCODE_CHUNK == 0 or k == n_docs:
                     on_progress("encode", k, n_docs, n_tokens)
             meta = {
