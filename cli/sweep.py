@@ -34,6 +34,8 @@ def sweep(
 
     if (grid is None) == (preset is None):
         raise MmlmError("give a grid file or --preset demo (exactly one)")
+    if out.exists() and not out.is_dir():  # before any work (the demo preset may build its data first)
+        raise MmlmError(f"--out {out}: exists and is not a folder")
     try:
         if preset is not None:
             if preset != "demo":
