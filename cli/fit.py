@@ -37,6 +37,8 @@ def fit(
 
     # (SciPy, Numba and matplotlib are imported only once the fitting and plotting start, so bad
     # input is reported at once.)
+    if out.exists() and not out.is_dir():  # before the fit, which may take minutes
+        raise MmlmError(f"--out {out}: exists and is not a folder")
     if method not in METHODS:
         raise MmlmError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if holdout not in HOLDOUTS:
