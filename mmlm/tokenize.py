@@ -405,6 +405,20 @@ def _remove_stale(root: Path, name: str) -> None:
         atomic.remove_if_stale(p)
 
 
+_DATASET_FILES = {"meta.json", "tokens.bin", "offsets.npy"}
+
+
+def _check_replaceable(path: Path) -> None:
+    """A dataset folder is replaced whole by a new tokenize of the same name; anything else at that
+    path (your own folder or file) is refused, never deleted."""
+    if path.is_dir() and (set(p.name for p in path.iterdir()) - _DATASET_FILES or not (path / "meta.json").is_file()):
+        if any(path.iterdir()):
+            raise MmlmError(f"{path}: exists and is not a dataset of mmlm (it holds other files); "
+                            f"choose another --name (nothing was changed)")
+    elif path.exists() and not path.is_dir():
+        raise MmlmError(f"{path}: exists and is not a folder; choose another --name")
+
+
 def _check_name(name: str) -> str:
     if not name or name.startswith(".") or name in _RESERVED_NAMES or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         raise MmlmError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (not starting with '.'; "
@@ -447,6 +461,7 @@ def tokenize_dataset(kind: str, inputs: Iterable[str | Path], data_root: str | P
     root = Path(data_root)
     if root.exists() and not root.is_dir():
         raise MmlmError(f"{root}: --data must be a folder, this is a file")
+    _check_replaceable(root / name)  # before anything is read or trained
     t0 = time.perf_counter()
 
     with _locked(root), _one_blas_thread():

@@ -400,3 +400,13 @@ def test_python_version_is_required_everywhere():
     assert cfg["options"]["python_requires"].strip() == ">=3.11"
     assert "3, 11" in (REPO / ".ci" / "run").read_text()
     assert sys.version_info >= (3, 11)
+
+
+def test_01_tokenize_never_replaces_a_folder_that_is_not_a_dataset(tmp_path, capsys):
+    (tmp_path / "data" / "mine").mkdir(parents=True)
+    (tmp_path / "data" / "mine" / "notes.txt").write_text("keep")
+    (tmp_path / "a.txt").write_text("some text to tokenize\n")
+    rc, _, err = mmlm(capsys, "tokenize", "text", tmp_path / "a.txt", "--data", tmp_path / "data", "--name", "mine")
+    one_line(rc, err, "mine: exists and is not a dataset")
+    assert (tmp_path / "data" / "mine" / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["mine"]
