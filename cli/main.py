@@ -68,15 +68,12 @@ def run(argv: list[str] | None = None) -> int:
         print_error(str(e))
         return 1
     except click.NoArgsIsHelpError as e:  # `mmlm tokenize` alone: the help, as click would
-        click.echo(e.ctx.get_help() if e.ctx is not None else e.format_message(), err=True)
+        typer.echo(e.ctx.get_help() if e.ctx is not None else e.format_message(), err=True)
         return 2
     except click.UsageError as e:
         print_error(_usage_line(e))
         return 2
-    except typer.Abort:
-        print_error("interrupted", prefix="")
-        return 130
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted", style="bold red")
         return 130
     except OSError as e:

@@ -154,9 +154,6 @@ class Locked(Exception):
         self.path, self.holder = path, holder
 
 
-_held: dict[tuple[int, int], int] = {}  # (device, inode) of lock files this process holds -> depth
-
-
 def _holder_line() -> str:
     import shlex
     import socket
@@ -170,10 +167,10 @@ def _holder_line() -> str:
 @contextlib.contextmanager
 def exclusive(lock_file: str | os.PathLike, wait_s: float = 0.0, remove_created: Path | None = None) -> Iterator[None]:
     """Hold an exclusive lock (flock on `lock_file`) for the duration; raises Locked naming the
-    holder when another process keeps it for `wait_s` seconds. The lock goes with the process however
-    it ends (kill -9 included), and is re-entrant within one process (a sweep worker holds its run's
-    lock while `train` takes the same one). `remove_created`: a folder this call created to hold the
-    lock, removed again when the work fails and left nothing but the lock file in it."""
+    holder when another holder keeps it for `wait_s` seconds. The lock goes with the process however
+    it ends (kill -9 included). Each call opens the file anew, so two holders conflict even within
+    one process. `remove_created`: a folder this call created to hold the lock, removed again when
+    the work fails and left nothing but the lock file in it."""
     import fcntl
     import time
 
@@ -181,41 +178,30 @@ def exclusive(lock_file: str | os.PathLike, wait_s: float = 0.0, remove_created:
     created = remove_created is not None and not remove_created.exists()
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-    key = None
     try:
-        st = os.fstat(fd)
-        key = (st.st_dev, st.st_ino)
-        if key in _held:
-            _held[key] += 1
-        else:
-            deadline = time.monotonic() + wait_s
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
-                        key = None
-                        raise Locked(lock_file, holder) from None
-                    time.sleep(0.1)
-            _held[key] = 1
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (_holder_line() + "\n").encode(), 0)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+                    raise Locked(lock_file, holder) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (_holder_line() + "\n").encode(), 0)
         try:
             yield
         except BaseException:
-            if created and _held.get(key) == 1 and [p.name for p in remove_created.iterdir()] == [lock_file.name]:
+            if created and [p.name for p in remove_created.iterdir()] == [lock_file.name]:
                 lock_file.unlink()
                 remove_created.rmdir()
             raise
+        finally:
+            try:
+                os.ftruncate(fd, 0)  # nobody holds it now
+            except OSError:
+                pass
     finally:
-        if key is not None:
-            _held[key] -= 1
-            if _held[key] == 0:
-                del _held[key]
-                try:
-                    os.ftruncate(fd, 0)
-                except OSError:
-                    pass
-        os.close(fd)  # closing the last descriptor releases the lock
+        os.close(fd)  # closing releases the lock

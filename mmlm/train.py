@@ -690,9 +690,10 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dic
 
 
 def lock_run_folder(out: str):
-    """One training per run folder at a time (RUN/.lock, held by rank 0 for the whole run; the lock a
-    sweep worker holds on its run is the same one). The second writer gets a one-line error naming
-    the holder. A folder created only to hold the lock is removed again when training fails early."""
+    """One training per run folder at a time (RUN/.train.lock, held by rank 0 for the whole run;
+    beside the sweep's RUN/.lock, which a sweep worker holds while it runs `train`). The second
+    writer gets a one-line error naming the holder. A folder created only to hold the lock is
+    removed again when training fails early."""
     import os
 
     if not out or int(os.environ.get("RANK", "0")) != 0:
@@ -702,7 +703,7 @@ def lock_run_folder(out: str):
         raise MmlmError(f"--out {run}: exists and is not a folder")
     stack = contextlib.ExitStack()
     try:
-        stack.enter_context(atomic.exclusive(run / ".lock", remove_created=run))
+        stack.enter_context(atomic.exclusive(run / ".train.lock", remove_created=run))
     except atomic.Locked as e:
         raise MmlmError(f"--out {run}: another training is writing to this run folder ({e.holder})") from None
     return stack

@@ -22,7 +22,7 @@ def _snapshot(folder: Path) -> dict:
     are left out: an exclusive lock is a (hidden, empty) file by nature."""
     out = {}
     for p in sorted(folder.rglob("*")):
-        if p.name == ".lock":
+        if p.name.endswith(".lock"):
             continue
         out[str(p.relative_to(folder))] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
     return out

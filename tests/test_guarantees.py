@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mmlm import atomic, readers
-from mmlm.errors import MmlmError, last_error_line
+from mmlm.errors import MmlmError
 from mmlm.train import TrainConfig, check, train
 from test_train_data import make_root
 
@@ -76,7 +76,7 @@ def test_02_second_writer_of_a_run_folder_is_refused_naming_the_holder(root, tmp
     run = tmp_path / "run"
     run.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mmlm import atomic\n"
-                               f"with atomic.exclusive({str(run / '.lock')!r}):\n print('held', flush=True); time.sleep(60)"],
+                               f"with atomic.exclusive({str(run / '.train.lock')!r}):\n print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -85,15 +85,21 @@ def test_02_second_writer_of_a_run_folder_is_refused_naming_the_holder(root, tmp
     finally:
         holder.kill()
         holder.wait()
-    assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written by the refused run
+    assert sorted(p.name for p in run.iterdir()) == [".train.lock"]  # nothing written by the refused run
 
 
-def test_02_lock_is_reentrant_in_one_process_and_exclusive_across(tmp_path):
+def test_02_lock_is_exclusive_and_goes_with_its_holder(tmp_path):
     lock = tmp_path / "x.lock"
-    with atomic.exclusive(lock), atomic.exclusive(lock):  # a sweep worker's run lock, then train's
-        r = subprocess.run([sys.executable, "-c", f"from mmlm import atomic\nwith atomic.exclusive({str(lock)!r}): pass"],
-                           capture_output=True, text=True)
-        assert r.returncode != 0 and "Locked" in r.stderr
+    with atomic.exclusive(lock):
+        with pytest.raises(atomic.Locked, match=r"locked by pid \d+ on "):
+            with atomic.exclusive(lock):
+                pass
+    with atomic.exclusive(lock):  # released
+        pass
+    killed = subprocess.Popen([sys.executable, "-c", f"from mmlm import atomic; import os\nwith atomic.exclusive({str(lock)!r}): os._exit(9)"])
+    killed.wait()
+    with atomic.exclusive(lock):  # a killed holder leaves no stale lock
+        pass
 
 
 # ---- 3. a non-empty folder that is not this run is never replaced -----------------------------------
@@ -106,7 +112,7 @@ def test_03_train_refuses_a_foreign_folder(root, tmp_path, capsys):
                       "--seq-len", 32, "--batch-tokens", 512, "--tokens", 2048, "--eval-tokens", 256)
     one_line(rc, err, "--out", "not empty", "model.safetensors")
     assert (out / "model.safetensors").read_bytes() == b"someone else's weights"
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "model.safetensors"]  # only the (hidden, empty) lock file added
+    assert sorted(p.name for p in out.iterdir()) == [".train.lock", "model.safetensors"]  # only the (hidden, empty) lock file added
 
 
 # ---- 4. 16-bit PNG is scaled, not clipped ---------------------------------------------------------
@@ -241,6 +247,7 @@ def test_10_analyze_refuses_pickled_weights(tmp_path):
 
 def test_11_workers_cannot_import_the_current_folder_and_report_their_error():
     from mmlm import distributed
+    from mmlm.errors import last_error_line
     from mmlm.subprocs import SAFE_ENV, SAFE_PYTHON
 
     assert distributed.torchrun_command(2, [])[1] == "-P" and SAFE_ENV == {"PYTHONSAFEPATH": "1"}
