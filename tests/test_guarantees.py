@@ -147,7 +147,7 @@ def test_05_failed_first_batch_leaves_no_checkpoint(tmp_path):
 
 # ---- 6. brackets in user text survive every message --------------------------------------------------
 
-def test_06_brackets_in_paths_smiles_and_columns(tmp_path, capsys):
+def test_06_brackets_in_paths_smiles_and_columns(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "w[/x]"
     folder.mkdir(parents=True)
     (folder / "a.txt").write_bytes(b"\xe9\n")
@@ -159,6 +159,10 @@ def test_06_brackets_in_paths_smiles_and_columns(tmp_path, capsys):
     (tmp_path / "r.csv").write_text("[size],D,loss\n1,2,3\n")
     rc, _, err = mmlm(capsys, "fit", tmp_path / "r.csv", "--out", tmp_path / "laws")
     one_line(rc, err, "[size]")
+    (tmp_path / "ok.txt").write_text("hello [demo] world\n")  # success output (a rich table) keeps them too
+    monkeypatch.chdir(tmp_path)  # a short path: the table must not wrap it
+    rc, out, err = mmlm(capsys, "tokenize", "text", "ok.txt", "--data", "d[/y]", "--vocab-size", 300)
+    assert rc == 0 and "d[/y]/text" in out, err
 
 
 # ---- 7. a failed trainer build reports its real error -------------------------------------------------
