@@ -421,3 +421,20 @@ def test_01_tokenize_never_replaces_a_folder_that_is_not_a_dataset(tmp_path, cap
     one_line(rc, err, "mine: exists and is not a dataset")
     assert (tmp_path / "data" / "mine" / "notes.txt").read_text() == "keep"
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["mine"]
+
+
+def test_08_immutable_folder_is_one_line(root, tmp_path, capsys):
+    """A real `chattr +i` folder (skipped where chattr is not allowed, e.g. without root)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        (tmp_path / "a.txt").write_text("some text\n")
+        rc, _, err = mmlm(capsys, "tokenize", "text", tmp_path / "a.txt", "--data", ro / "d", "--vocab-size", 300)
+        one_line(rc, err, "ro/d: Operation not permitted")
+        rc, _, err = mmlm(capsys, "train", "--data", root, "--mix", "text=1", "--out", ro / "run")
+        one_line(rc, err, "ro/run: Operation not permitted")
+    finally:
+        subprocess.run(["chattr", "-i", str(ro)])
+    assert list(ro.iterdir()) == []
