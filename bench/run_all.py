@@ -20,7 +20,7 @@ import time
 import traceback
 
 HERE = Path(__file__).resolve().parent
-SUITE = ["interleave", "aggregate", "train_step", "fit", "generate", "tokenizers_speed", "wsd", "gpu"]
+SUITE = ["interleave", "aggregate", "train_step", "fit", "generate", "tokenizers_speed", "tokenize_memory", "wsd", "gpu"]
 
 
 def _load(name: str):

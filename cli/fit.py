@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import console, print_json, progress_bar
+from .common import console, err_console, escape, print_json, progress_bar
 
 
 def fit(
@@ -46,6 +46,8 @@ def fit(
 
     # (SciPy, Numba and matplotlib are imported only once the fitting and plotting start, so bad
     # input is reported at once.)
+    if out.exists() and not out.is_dir():  # before the fit, which may take minutes
+        raise MmlmError(f"--out {out}: exists and is not a folder")
     if method not in METHODS:
         raise MmlmError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     holdouts.parse(holdout)
@@ -66,6 +68,9 @@ def fit(
         raise MmlmError("--group-col only splits the --isoflop analysis; add --isoflop")
     table = read_table(results, n_col, d_col, flops_col, loss_col, dataset_col, mixture_col,
                        unique_col=unique_col, group_col=group_col)
+    if table.duplicates:
+        err_console.print(f"warning: {results}: {table.duplicates} duplicated row(s) (identical to an earlier row); "
+                          f"each is fitted as a separate point", style="yellow", highlight=False, soft_wrap=True)
     options = dict(method=method, bootstrap=bootstrap, exclude_top_loss=exclude_top_loss, holdout=holdout,
                    seed=seed, jobs=jobs or os.cpu_count() or 1, objective=objective,
                    tie_exponents=tie_exponents, law=law, isoflop=isoflop,
@@ -101,9 +106,9 @@ def fit(
     for kind in ("unimodal", "bimodal"):
         for name, d in laws[kind].items():
             for w in d["warnings"]:
-                console.print(f"[yellow]warning (!):[/] {name}: {w}")
-    console.print(f"wrote [bold]{out / 'laws.json'}[/] and [bold]{out / 'report.md'}[/]"
-                  + ("" if no_plots else " with the plots"))
+                console.print(f"[yellow]warning (!):[/] {escape(name)}: {escape(w)}", markup=True)
+    console.print(f"wrote [bold]{escape(str(out / 'laws.json'))}[/] and [bold]{escape(str(out / 'report.md'))}[/]"
+                  + ("" if no_plots else " with the plots"), markup=True)
 
 
 def _show_isoflop(iso: dict) -> None:
@@ -120,7 +125,7 @@ def _show_isoflop(iso: dict) -> None:
     console.print(t)
     for key, g in iso.items():
         if g.get("warning"):
-            console.print(f"[yellow]warning (!):[/] isoflop {key}: {g['warning']}")
+            console.print(f"[yellow]warning (!):[/] isoflop {escape(key)}: {escape(g['warning'])}", markup=True)
 
 
 def _num(x) -> str:
@@ -130,6 +135,7 @@ def _num(x) -> str:
 def _show(laws: dict) -> None:
     """One table of coefficients per law kind, then one of bootstrap intervals when there are any."""
     from rich.table import Table
+    from rich.text import Text
 
     for kind, title, params, extra in (
         ("unimodal", "uni-modal laws  L = E + A/N^alpha + B/D^beta", ("E", "A", "B", "alpha", "beta"), True),
@@ -143,7 +149,7 @@ def _show(laws: dict) -> None:
             t.add_column(c, justify="right")
         for name, d in laws[kind].items():
             flag = " [yellow]![/]" if d["warnings"] else ""
-            t.add_row(name + flag, *(_num(d[k]) for k in params), _num(d["objective"]), str(d["n_points"]),
+            t.add_row(Text.from_markup(escape(name) + flag), *(_num(d[k]) for k in params), _num(d["objective"]), str(d["n_points"]),
                       *((_num(d["holdout_error"]),) if extra else ()))
         console.print(t)
         if any(d["ci"] for d in laws[kind].values()):

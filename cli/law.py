@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .common import console, print_json
+from .common import console, escape, print_json
 
 app = typer.Typer(help=__doc__, no_args_is_help=True)
 
@@ -103,12 +103,14 @@ def barrier(
     if as_json:
         print_json(res)
         return
-    console.print(f"[bold]{key}[/]: synergy C = {_num(res['C'])}; competition A/N^alpha + B/D^beta with "
-                  f"A = {_num(res['A'])}, alpha = {_num(res['alpha'])}, B = {_num(res['B'])}, beta = {_num(res['beta'])}")
+    console.print(f"[bold]{escape(key)}[/]: synergy C = {_num(res['C'])}; competition A/N^alpha + B/D^beta with "
+                  f"A = {_num(res['A'])}, alpha = {_num(res['alpha'])}, B = {_num(res['B'])}, beta = {_num(res['beta'])}",
+                  markup=True)
     if res["n_min"] is None:
         console.print("synergy is never reached: C is not above A/N^alpha at any N")
     else:
-        console.print(f"smallest N at which synergy is possible at all (D -> infinity): [bold]{_num(res['n_min'])}[/]")
+        console.print(f"smallest N at which synergy is possible at all (D -> infinity): [bold]{_num(res['n_min'])}[/]",
+                      markup=True)
         t = Table(title="barrier: beyond D one mixed model beats two separate ones of the same size")
         t.add_column("N", justify="right")
         t.add_column("D = Di + Dj", justify="right")
@@ -119,7 +121,7 @@ def barrier(
         p = res["point"]
         colour = "green" if p["side"] == "synergy" else "red"
         console.print(f"N = {_num(p['n'])}, D = {_num(p['d'])}: synergy {_num(p['synergy'])} vs competition "
-                      f"{_num(p['competition'])} -> [{colour}]{p['side']}[/] side (margin {_num(p['margin'])})")
+                      f"{_num(p['competition'])} -> [{colour}]{p['side']}[/] side (margin {_num(p['margin'])})", markup=True)
 
 
 @app.command("plan")
@@ -156,5 +158,5 @@ def plan(
                   f"{_num(free['i']['n'])} / {_num(free['j']['n'])}",
                   f"{_num(free['i']['d'])} / {_num(free['j']['d'])}", _num(free["loss"]))
     console.print(t)
-    console.print(f"winner at equal per-dataset tokens: [bold]{res['winner']}[/] "
-                  f"(by {_num(res['advantage'])} in mean loss)")
+    console.print(f"winner at equal per-dataset tokens: [bold]{escape(str(res['winner']))}[/] "
+                  f"(by {_num(res['advantage'])} in mean loss)", markup=True)

@@ -10,7 +10,7 @@ import typer
 
 from mmlm.errors import MmlmError
 
-from .common import console, err_console, print_json, progress_bar
+from .common import console, err_console, escape, print_json, progress_bar
 
 EXIT_STOPPED = 3  # training stopped early (status says why); the last good checkpoint is intact
 
@@ -77,7 +77,7 @@ def train(
         summary = _run_multi(cfg, progress) if nproc > 1 else _run_single(cfg, progress)
     _show_summary(summary, json_out)
     if summary["status"] != "done":
-        err_console.print(f"[bold yellow]{summary['status']}[/]", highlight=False)
+        err_console.print(summary["status"], style="bold yellow", highlight=False)
         raise typer.Exit(EXIT_STOPPED)
 
 
@@ -118,7 +118,7 @@ class _Progress:
     def _start(self) -> None:
         from rich.progress import TextColumn
 
-        self._ctx = progress_bar(TextColumn("{task.fields[info]}"))
+        self._ctx = progress_bar(TextColumn("{task.fields[info]}", markup=False))
         self.bar = self._ctx.__enter__()
         self.task = self.bar.add_task("train", total=None, info="")
 
@@ -137,7 +137,7 @@ class _Progress:
                     + (f"  eval {evals}" if evals else ""))
             self.bar.update(self.task, completed=event["step"], info=info)
         elif kind == "restart":
-            self.bar.console.print(f"[yellow]restart {event['restarts']}:[/] {event['reason']}; back to step "
+            self.bar.console.print(f"[yellow]restart {event['restarts']}:[/] {escape(event['reason'])}; back to step "
                                    f"{event['step']}, learning rate x{event['lr_scale']:.3f}", highlight=False)
 
 
@@ -175,9 +175,11 @@ def _run_multi(cfg, progress) -> dict:
         raise
     drain.join(timeout=10)
     if summary is None:
+        from mmlm.errors import last_error_line
+
         reasons = [e.strip()[len("error: "):] for e in errors if e.startswith("error: ")]
-        tail = next((e.strip() for e in reversed(errors) if e.strip()), "no output")
-        raise MmlmError(reasons[0] if reasons else f"training processes failed (exit code {rc}): {tail}")
+        why = last_error_line("".join(errors)) or "no error message"
+        raise MmlmError(reasons[0] if reasons else f"training processes failed (exit code {rc}): {why}")
     return summary
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as torch_dist
 
 from .errors import MmlmError
+from .subprocs import SAFE_ENV
 
 
 @dataclass
@@ -130,7 +131,7 @@ def load_states(model: torch.nn.Module, optimizer: torch.optim.Optimizer, weight
 
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
     """The command that runs `python -m mmlm.train ARGV` in `nproc` processes on this machine."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+    return [sys.executable, "-P", "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
             "-m", "mmlm.train", *argv]
 
 
@@ -138,7 +139,7 @@ def launch(nproc: int, argv: list[str], env: dict | None = None) -> subprocess.P
     """Start the processes; rank 0 writes one JSON event per line on stdout (see `mmlm.train.main`)."""
     if nproc < 1:
         raise MmlmError(f"--nproc {nproc}: must be at least 1")
-    env = {**os.environ, **(env or {})}
+    env = {**os.environ, **SAFE_ENV, **(env or {})}
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     return subprocess.Popen(torchrun_command(nproc, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, bufsize=1)

@@ -32,7 +32,9 @@ import torch.nn.functional as F
 
 from . import atomic, checkpoint, distributed, schedule, speed
 from .data import PAD_ID, Mixture, parse_mix
+from .bounds import check_memory
 from .errors import MmlmError
+from .jsonio import lines, loads, read_json
 from .model import GPT, SIZES, count_params, model_config, resolve_attention
 from .objectives import OBJECTIVES, Batch, CausalMasked, make_objective
 from .stability import SpikeDetector
@@ -51,6 +53,7 @@ CLIP = 1.0
 BETAS = (0.9, 0.98)
 SMOOTHING = 0.9  # EMA of the training loss for the stall rule
 CPU_MICRO_TOKENS = 8192  # automatic micro-batch on CPU: at most this many tokens per forward
+SWEEP_FILES = ("sweep.json", "error.txt")  # what a sweep puts in a run folder before training it
 
 
 @dataclass
@@ -145,8 +148,12 @@ def resolve(cfg: TrainConfig, model_seq_len: int, vocab_size: int, world: int, d
     batch_tokens = batch_rows * seq_len
     if world > 1 and batch_rows % world:
         raise MmlmError(f"--batch-tokens: {batch_rows} rows of {seq_len} tokens do not split evenly over {world} processes")
+    for name in ("tokens", "lr", "weight_decay", "stall_tokens"):  # inf / nan would pass the checks below
+        v = getattr(cfg, name)
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
+            raise MmlmError(f"--{name.replace('_', '-')} {v}: must be a finite number")
     tokens = cfg.tokens
-    if not (isinstance(tokens, (int, float)) and math.isfinite(tokens)) or tokens < batch_tokens:
+    if tokens < batch_tokens:
         raise MmlmError(f"--tokens {tokens:g}: too small for one step of {batch_tokens} tokens (--batch-tokens)")
     steps = math.ceil(int(tokens) / batch_tokens)
     lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.size]
@@ -216,7 +223,7 @@ def load_run_config(out: str | Path) -> TrainConfig:
     """The TrainConfig a run folder was started with (RUN/config.json)."""
     path = Path(out) / "config.json"
     try:
-        stored = json.loads(path.read_text(encoding="utf-8"))["train"]
+        stored = read_json(path, "run config")["train"]
         return TrainConfig(**{f.name: stored[f.name] for f in fields(TrainConfig) if f.name in stored})
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise MmlmError(f"{path}: not a readable run config ({e})") from None
@@ -245,10 +252,10 @@ class MetricsLog:
         """Start the file (keep_until None) or keep only the lines of steps <= keep_until (a resume)."""
         kept = []
         if keep_until is not None and self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
+            for _, line in lines(self.path.read_text(encoding="utf-8", errors="replace")):
                 try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
+                    obj = loads(line)
+                except ValueError:
                     continue  # a line cut short by a kill
                 if isinstance(obj, dict) and isinstance(obj.get("step"), int) and obj["step"] <= keep_until:
                     kept.append(line + "\n")
@@ -301,6 +308,11 @@ class Trainer:
         self.vocab = self.data.vocab
         self.model_cfg = model_config(cfg.size, self.vocab.size, cfg.seq_len)
         self.plan = resolve(cfg, self.model_cfg.seq_len, self.vocab.size, self.dist.world, device)
+        if device.type == "cpu":  # weights, gradients and two AdamW moments, 4 bytes each
+            check_memory(16 * count_params(self.model_cfg)["n_params"], f"--size {cfg.size}",
+                         "weights, gradients and AdamW state")
+        self.metrics = MetricsLog(self.run / "metrics.jsonl")  # opened by start(); close() works on a half-built trainer
+        self.started = False
         self.resume_from = self._check_run_folder()
 
     # -- settings and the run folder
@@ -332,24 +344,55 @@ class Trainer:
         """The checkpoint to resume from (None: start fresh); MmlmError when the folder forbids it."""
         ckpt = checkpoint.latest(self.run)
         if ckpt is None:
+            self._check_fresh_folder()
             return None
         if not self.cfg.resume:
             raise MmlmError(f"--out {self.run}: already holds a run with a checkpoint; use --resume to continue it, or another folder")
-        path = self.run / "config.json"
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise MmlmError(f"{path}: unreadable run config ({e})") from None
-        if stored.get("vocab_sha256") != self.data.vocab_sha256:
-            raise MmlmError(f"--data {self.data.root}: vocab.json differs from the vocabulary {self.run} was trained with")
-        if stored.get("datasets") != self.data.fingerprint():
-            raise MmlmError(f"--data {self.data.root}: the mixture's datasets changed since {self.run} started")
-        mine, theirs = self._identity(self.config_json()), self._identity(stored)
-        for key in mine:
-            if mine[key] != theirs.get(key):
-                raise MmlmError(f"--resume: {key} is {mine[key]!r} but {self.run} was started with {theirs.get(key)!r}")
+        stored = read_json(self.run / "config.json", "run config")
+        why = self._differs(stored)
+        if why:
+            raise MmlmError(why)
         checkpoint.verify(ckpt)
         return ckpt
+
+    def _check_fresh_folder(self) -> None:
+        """A folder without a checkpoint may be started in only when it holds nothing but a sweep's
+        files (and hidden lock/temporary names) or an unstarted attempt at this same run: never
+        replace someone else's run or files (a finished run whose state/ was deleted, any folder
+        with a model.safetensors...)."""
+        if not self.run.is_dir():
+            return
+        found = sorted(p.name for p in self.run.iterdir() if not p.name.startswith(".") and p.name not in SWEEP_FILES)
+        if not found:
+            return
+        stored = None
+        if (self.run / "config.json").is_file():
+            try:
+                stored = read_json(self.run / "config.json", "run config")
+            except MmlmError:
+                pass
+        if isinstance(stored, dict) and not self._differs(stored):
+            return  # the same run, stopped before its first checkpoint: start it again
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise MmlmError(f"--out {self.run}: folder is not empty ({shown}) and holds no checkpoint of this run to "
+                        f"resume; choose a new or empty folder (nothing was changed)")
+
+    def _differs(self, stored: dict) -> str | None:
+        """Why a run folder's stored config is not this run (None: it is)."""
+        if not isinstance(stored, dict) or not {"train", "resolved"} <= set(stored):
+            return f"{self.run / 'config.json'}: not a run config of mmlm train"
+        if stored.get("vocab_sha256") != self.data.vocab_sha256:
+            return f"--data {self.data.root}: vocab.json differs from the vocabulary {self.run} was trained with"
+        if stored.get("datasets") != self.data.fingerprint():
+            return f"--data {self.data.root}: the mixture's datasets changed since {self.run} started"
+        try:
+            mine, theirs = self._identity(self.config_json()), self._identity(stored)
+        except (KeyError, TypeError):
+            return f"{self.run / 'config.json'}: not a run config of this version"
+        for key in mine:
+            if mine[key] != theirs.get(key):
+                return f"--resume: {key} is {mine[key]!r} but {self.run} was started with {theirs.get(key)!r}"
+        return None
 
     # -- building
 
@@ -384,7 +427,6 @@ class Trainer:
         self.best_tokens = 0
         self.last_eval: dict = {}
         self.status = "running"
-        self.metrics = MetricsLog(self.run / "metrics.jsonl")
         self.speed = speed.SpeedMeter(speed.flops_per_token(self.model_cfg),
                                       speed.for_devices(speed.resolve_peak(self.device, cfg.peak_flops), self.dist.world))
         self.wall_seconds = 0.0
@@ -628,6 +670,7 @@ class Trainer:
 
     def start(self) -> None:
         """Set up the run folder (fresh) or load the checkpoint (resume)."""
+        self.started = True
         if self.dist.is_main:
             self.run.mkdir(parents=True, exist_ok=True)
             checkpoint.remove_temporaries(self.run)
@@ -665,26 +708,61 @@ class Trainer:
         if getattr(self, "board", None) is not None:
             self.board.close()
 
+    def discard_untrained(self) -> None:
+        """After a failure before the first update of a fresh run: remove what start() wrote (config,
+        tokenizers, metrics, the step-0 checkpoint), so nothing that looks resumable is left behind."""
+        if not (self.started and self.resume_from is None and getattr(self, "step", 0) == 0 and self.dist.is_main):
+            return
+        self.metrics.close()
+        for name in (checkpoint.STATE_DIR, "tokenizers"):
+            shutil.rmtree(self.run / name, ignore_errors=True)
+        for name in ("config.json", "vocab.json", "metrics.jsonl", checkpoint.WEIGHTS):
+            (self.run / name).unlink(missing_ok=True)
+
 
 def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dict:
     """Train (or with cfg.resume, continue) one run; returns the summary also written to RUN/summary.json.
 
     on_log receives events: {"event": "start" | "step" | "checkpoint" | "restart", ...}; "step"
     events carry the metrics.jsonl line plus "steps" (total) and "tokens_per_s"."""
-    trainer = Trainer(cfg, on_log)
+    with lock_run_folder(cfg.out):
+        trainer = Trainer(cfg, on_log)
+        try:
+            trainer.build()
+            trainer.start()
+            trainer.run_loop()
+            if trainer.status != "done" or not trainer.last_eval:
+                trainer.last_eval = trainer.evaluate()
+            summary = trainer.summary()
+            if trainer.dist.is_main:
+                atomic.write_json(trainer.run / "summary.json", summary)
+            return summary
+        except BaseException:
+            trainer.discard_untrained()
+            raise
+        finally:
+            trainer.close()
+            distributed.shutdown(trainer.dist)
+
+
+def lock_run_folder(out: str):
+    """One training per run folder at a time (RUN/.train.lock, held by rank 0 for the whole run;
+    beside the sweep's RUN/.lock, which a sweep worker holds while it runs `train`). The second
+    writer gets a one-line error naming the holder. A folder created only to hold the lock is
+    removed again when training fails early."""
+    import os
+
+    if not out or int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    run = Path(out)
+    if run.exists() and not run.is_dir():
+        raise MmlmError(f"--out {run}: exists and is not a folder")
+    stack = contextlib.ExitStack()
     try:
-        trainer.build()
-        trainer.start()
-        trainer.run_loop()
-        if trainer.status != "done" or not trainer.last_eval:
-            trainer.last_eval = trainer.evaluate()
-        summary = trainer.summary()
-        if trainer.dist.is_main:
-            atomic.write_json(trainer.run / "summary.json", summary)
-        return summary
-    finally:
-        trainer.close()
-        distributed.shutdown(trainer.dist)
+        stack.enter_context(atomic.exclusive(run / ".train.lock", remove_created=run))
+    except atomic.Locked as e:
+        raise MmlmError(f"--out {run}: another training is writing to this run folder ({e.holder})") from None
+    return stack
 
 
 def check(cfg: TrainConfig) -> dict:

@@ -46,6 +46,7 @@ class Record:
 class Table:
     path: str
     records: list[Record] = field(default_factory=list)
+    duplicates: int = 0  # data rows identical to an earlier row (each still counts as a point)
 
     @property
     def has_unique(self) -> bool:
@@ -144,12 +145,15 @@ def read_table(
 ) -> Table:
     """Read a results CSV into records (see the module doc). Every problem is one MmlmError line."""
     path = Path(path)
+    if path.is_dir():
+        hint = f" (e.g. {path / 'results.csv'})" if (path / "results.csv").is_file() else ""
+        raise MmlmError(f"{path}: is a folder; give the results CSV file{hint}")
     if not path.is_file():
         raise MmlmError(f"{path}: no such file")
     if d_col and flops_col:
         raise MmlmError("give --d-col or --flops-col, not both")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark
             reader = csv.reader(f)
             header = next(reader, None)
             rows = [(i + 2, row) for i, row in enumerate(reader) if any(c.strip() for c in row)]
@@ -159,6 +163,11 @@ def read_table(
         raise MmlmError(f"{path}: empty file (no header)")
     header = [h.strip() for h in header]
     table = Table(str(path))
+    seen: set[tuple[str, ...]] = set()
+    for _, row in rows:
+        key = tuple(c.strip() for c in row)
+        table.duplicates += key in seen
+        seen.add(key)
     sweep = all(c in header for c in SWEEP_COLUMNS) and any(h.startswith("tokens_") for h in header)
     generic_opts = d_col or flops_col or mixture_col
     if sweep and not generic_opts:
