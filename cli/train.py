@@ -138,7 +138,7 @@ class _Progress:
             self.bar.update(self.task, completed=event["step"], info=info)
         elif kind == "restart":
             self.bar.console.print(f"[yellow]restart {event['restarts']}:[/] {escape(event['reason'])}; back to step "
-                                   f"{event['step']}, learning rate x{event['lr_scale']:.3f}", highlight=False)
+                                   f"{event['step']}, learning rate x{event['lr_scale']:.3f}", highlight=False, markup=True)
 
 
 def _run_single(cfg, progress) -> dict:
