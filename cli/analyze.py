@@ -139,7 +139,7 @@ def _render(result: dict, out: Path) -> None:
         for c in ("run", "pair", "uni-modal runs", "final ratio", "max ratio", "first step above 1"):
             t.add_column(c, overflow="fold")
         for rid, c in result["competition"].items():
-            t.add_row(rid, "|".join(c["pair"]), ", ".join(c["unimodal"].values()), f"{c['final_ratio']:.3f}",
+            t.add_row(rid, "|".join(c["pair"]), ", ".join(f"{d}: {', '.join(ids)}" for d, ids in c["unimodal"].items()), f"{c['final_ratio']:.3f}",
                       f"{c['max_ratio']:.3f}", _fmt(c["first_step_above_barrier"]))
         console.print(t)
     for note in result["notes"]:

@@ -36,6 +36,9 @@ CODE_BYTES = 3_500_000  # stdlib source taken for the code dataset (order 1M BPE
 N_UTTERANCES = 500  # per speech dataset
 N_PHOTO_CROPS = 1200
 SEED = 0
+# the demo's byte-level BPE (text and code): small, so that the embedding and output layer of CPU-sized
+# models are not most of their compute (docs/demo.md)
+BPE_VOCAB = 512
 
 Progress = Callable[[str, int, int, int], None]
 
