@@ -132,13 +132,17 @@ def shape_of(cfg: TrainConfig) -> tuple[int, int, int] | None:
     return check_shape(cfg.n_layer, cfg.d_model, cfg.n_head, "--n-layer/--d-model/--n-head: ")
 
 
+# the demo's peak-LR check (docs/demo.md): best of 1e-3, 3e-3, 1e-2, 3e-2 at d_model 24 and 64, 100 steps
+SHAPE_LR_CHECK = ((24, 1e-2), (64, 3e-3))
+
+
 def default_lr(cfg: TrainConfig) -> float:
-    """Peak learning rate when --lr is not given: per named size; for a custom shape, the CPU presets'
-    values interpolated in log d_model (clamped at the ends), close to the demo's peak-LR check (docs/demo.md)."""
+    """Peak learning rate when --lr is not given: per named size; for a custom shape, interpolated in
+    log-log against d_model through the peak-LR check and the micro and small presets (clamped at the ends)."""
     shape = shape_of(cfg)
     if shape is None:
         return DEFAULT_LR[cfg.size]
-    pts = sorted((SIZES[s].d_model, DEFAULT_LR[s]) for s in ("pico", "micro", "small"))
+    pts = sorted([*SHAPE_LR_CHECK, *((SIZES[s].d_model, DEFAULT_LR[s]) for s in ("micro", "small"))])
     return float(np.exp(np.interp(np.log(shape[1]), [np.log(d) for d, _ in pts], [np.log(v) for _, v in pts])))
 
 
