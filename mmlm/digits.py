@@ -27,13 +27,10 @@ SIDE = 16  # classifier input: SIDE x SIDE grey pixels
 
 
 def _label(caption: str) -> int | None:
-    m = re.search(r"\b(\d)\b", caption)
-    if m:
-        return int(m.group(1))
-    for k, w in enumerate(WORDS):
-        if re.search(rf"\b{w}\b", caption):
-            return k
-    return None
+    """The digit a caption names: its last digit or number word ("an 8 by 8 pixel image of a 5" -> 5)."""
+    found = [(m.start(), int(m.group(1))) for m in re.finditer(r"\b(\d)\b", caption)]
+    found += [(m.start(), k) for k, w in enumerate(WORDS) for m in re.finditer(rf"\b{w}\b", caption)]
+    return max(found)[1] if found else None
 
 
 def _features(images: list[np.ndarray]) -> np.ndarray:
@@ -82,6 +79,32 @@ def train_judge(images: list[np.ndarray], labels: np.ndarray, seed: int = 0):
     return LogisticRegression(max_iter=2000, C=0.5).fit(x, labels), held_out
 
 
+def judge_rows(judge, rows: list[list[np.ndarray]]) -> dict:
+    """{"accuracy", "chance", "n", "per_digit"} of images meant to show digit k in rows[k]."""
+    pred = judge.predict(_features([img for row in rows for img in row]))
+    want = np.concatenate([np.full(len(row), k) for k, row in enumerate(rows)])
+    hits = pred == want
+    per = [float(hits[want == k].mean()) for k in range(len(rows))]
+    return {"accuracy": float(hits.mean()), "chance": 1.0 / len(rows), "n": int(hits.size), "per_digit": per}
+
+
+def largest_run(sweep: str | Path, dataset: str = "image-text") -> Path:
+    """The finished run of a sweep folder trained on `dataset` alone with the most parameters x tokens."""
+    from .analysis.runs import read_json as read_obj
+
+    base = Path(sweep) / "runs" if (Path(sweep) / "runs").is_dir() else Path(sweep)
+    best, key = None, None
+    for folder in sorted(base.iterdir()) if base.is_dir() else []:
+        s = read_obj(folder / "summary.json") if folder.is_dir() else {}
+        if s.get("status") == "done" and list(s.get("mix") or {}) == [dataset]:
+            k = (s.get("n_params", 0) * s.get("tokens", 0), folder.name)
+            if key is None or k > key:
+                best, key = folder, k
+    if best is None:
+        raise MmlmError(f"{sweep}: no finished run trained on {dataset} alone")
+    return best
+
+
 def score_digits(run_dir: str | Path, data_root: str | Path, out: str | Path | None = None, per_digit: int = 6,
                  seed: int = 0, temperature: float = 1.0, top_k: int = 0) -> dict:
     """Draw `per_digit` images per digit from its caption, judge them; with `out`, write digits.json and
@@ -101,10 +124,7 @@ def score_digits(run_dir: str | Path, data_root: str | Path, out: str | Path | N
         samples = generate(run, [("text", CAPTION.format(k=k))], "image",
                            SampleSettings(num_samples=per_digit, seed=seed * 10 + k, temperature=temperature, top_k=top_k))
         drawn.append([next(s["item"] for s in smp["segments"] if s["modality"] == "image") for smp in samples])
-    pred = judge.predict(_features([img for row in drawn for img in row])).reshape(10, per_digit)
-    hits = pred == np.arange(10)[:, None]
-    result = {"accuracy": float(hits.mean()), "chance": 0.1, "n": int(hits.size),
-              "per_digit": [float(h.mean()) for h in hits], "classifier_accuracy": judge_acc,
+    result = {**judge_rows(judge, drawn), "classifier_accuracy": judge_acc,
               "classifier": f"logistic regression on {SIDE}x{SIDE} grey pixels of {len(labels)} real digits",
               "run": str(run_dir), "caption": CAPTION, "seed": seed, "temperature": temperature, "top_k": top_k}
     if out is not None:
