@@ -188,13 +188,15 @@ def digits(
     out: Path = typer.Option(..., "--out", help="Folder for digits.json and digits.png."),
     per_digit: int = typer.Option(6, "--per-digit", help="Images drawn per digit (10 digits)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the samples and the judge's split."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature."),
+    top_k: int = typer.Option(0, "--top-k", help="Sample among the k most likely codes (0: off)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Caption-conditioned generation, scored: draw digits from "a handwritten digit k", classify them."""
     from mmlm.digits import largest_run, score_digits
 
     run_dir = run if (run / "config.json").is_file() else largest_run(run)
-    result = score_digits(run_dir, data, out=out, per_digit=per_digit, seed=seed)
+    result = score_digits(run_dir, data, out=out, per_digit=per_digit, seed=seed, temperature=temperature, top_k=top_k)
     if json_out:
         print_json(result)
         return

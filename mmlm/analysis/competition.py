@@ -67,7 +67,7 @@ def _same_size(a: Run, b: Run) -> bool:
 
 
 def unimodal_points(mixed: Run, dataset: str, runs: list[Run]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(final tokens, final loss, run ids) of the finished uni-modal runs of `dataset` at the mixed run's
+    """(final tokens, final loss, run ids per budget) of the finished uni-modal runs of `dataset` at the mixed run's
     size, sorted by tokens, one point per budget (seeds averaged)."""
     cands = [r for r in runs if r.datasets == [dataset] and _same_size(r, mixed) and finished(r)
              and dataset in r.final_eval and final_tokens(r, dataset)]
@@ -78,8 +78,16 @@ def unimodal_points(mixed: Run, dataset: str, runs: list[Run]) -> tuple[np.ndarr
         by_budget.setdefault(final_tokens(r, dataset), []).append((r.final_eval[dataset], r.id))
     tokens = np.array(sorted(by_budget))
     loss = np.array([np.mean([x for x, _ in by_budget[t]]) for t in tokens])
-    ids = [rid for t in tokens for _, rid in by_budget[t]]
+    ids = [[rid for _, rid in by_budget[t]] for t in tokens]
     return tokens, loss, ids
+
+
+def _bracket(tokens: float, at: np.ndarray) -> list[int]:
+    """Indices of the budgets an interpolation at `tokens` uses."""
+    if at.size == 1:
+        return [0]
+    k = int(np.clip(np.searchsorted(at, tokens) - 1, 0, at.size - 2))
+    return [k, k + 1]
 
 
 def interpolate_final(tokens: float, at: np.ndarray, loss: np.ndarray) -> float | None:
@@ -114,7 +122,7 @@ def competition(mixed: Run, runs: list[Run]) -> tuple[dict | None, str | None]:
         if l_uni[d] is None:
             return None, (f"{mixed.id}: its {tokens[d]:.0f} {d} tokens lie outside the uni-modal budgets of '{d}' "
                           f"({at[0]:.0f} to {at[-1]:.0f})")
-        used[d] = ids
+        used[d] = [rid for k in _bracket(tokens[d], at) for rid in ids[k]]  # the runs the value comes from
     l_ij = 0.5 * (final[i] + final[j])
     ratio = 0.5 * (l_uni[i] + l_uni[j]) / l_ij
     step = int(mixed.metrics.steps[-1])
