@@ -562,8 +562,10 @@ class Trainer:
     def restart(self, reason: str) -> bool:
         """The paper's rule: back to the last checkpoint, learning rate x0.8. False when out of restarts."""
         restarts, scale = self.restarts + 1, self.lr_scale * LR_RESTART_FACTOR
+        done = self.restarts  # the restore below may bring back an older count (a checkpoint from before them)
         self.restore(checkpoint.latest(self.run))
         if restarts > self.cfg.max_restarts:
+            self.restarts = done
             self.status = f"stopped: {reason}; gave up after {self.cfg.max_restarts} restart(s), last good checkpoint is step {self.step}"
             return False
         self.restarts, self.lr_scale = restarts, scale
