@@ -19,15 +19,15 @@ $(STAMP): setup.cfg setup.py pyproject.toml kernels/*.pyx
 
 setup: $(STAMP)
 
-# demo data (built if missing) -> sweep -> laws -> training phenomena -> samples from the largest mixed run
+# demo data (built if missing) -> sweep -> laws (largest size held out) -> training phenomena -> digits drawn
+# from captions, scored -> the study report (docs/demo.md)
 demo: $(STAMP)
 	$(BIN)/mmlm sweep --preset demo --data $(DEMO_DATA) --out $(DEMO_OUT)
-	$(BIN)/mmlm fit $(DEMO_OUT)/results.csv --out $(DEMO_OUT)/laws
+	$(BIN)/mmlm fit $(DEMO_OUT)/results.csv --out $(DEMO_OUT)/laws --holdout largest
 	$(BIN)/mmlm analyze $(DEMO_OUT) --out $(DEMO_OUT)/analysis --laws $(DEMO_OUT)/laws/laws.json
-	run=$$(ls -d $(DEMO_OUT)/runs/micro-text+image-* | awk -F- '{print $$(NF-1), $$0}' | sort -n | tail -n 1 | cut -d' ' -f2-) && \
-	$(BIN)/mmlm generate $$run --out $(DEMO_OUT)/samples/image --modality image --num-samples 4 --seed 0 && \
-	$(BIN)/mmlm generate $$run --out $(DEMO_OUT)/samples/text --prompt "Return the number of" --modality text --max-tokens 64 --num-samples 2 --seed 0
-	@echo "demo done: laws in $(DEMO_OUT)/laws/report.md, training phenomena in $(DEMO_OUT)/analysis/, samples in $(DEMO_OUT)/samples/"
+	$(BIN)/mmlm analyze digits --run $(DEMO_OUT) --data $(DEMO_DATA) --out $(DEMO_OUT)/samples
+	$(BIN)/mmlm analyze study $(DEMO_OUT) --data $(DEMO_DATA) --preset demo
+	@echo "demo done: report in $(DEMO_OUT)/demo.md, laws in $(DEMO_OUT)/laws/report.md, training phenomena in $(DEMO_OUT)/analysis/, digits in $(DEMO_OUT)/samples/"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -139,7 +139,7 @@ def _render(result: dict, out: Path) -> None:
         for c in ("run", "pair", "uni-modal runs", "final ratio", "max ratio", "first step above 1"):
             t.add_column(c, overflow="fold")
         for rid, c in result["competition"].items():
-            t.add_row(rid, "|".join(c["pair"]), ", ".join(c["unimodal"].values()), f"{c['final_ratio']:.3f}",
+            t.add_row(rid, "|".join(c["pair"]), ", ".join(f"{d}: {', '.join(ids)}" for d, ids in c["unimodal"].items()), f"{c['final_ratio']:.3f}",
                       f"{c['max_ratio']:.3f}", _fmt(c["first_step_above_barrier"]))
         console.print(t)
     for note in result["notes"]:
@@ -179,3 +179,64 @@ def modality(
     console.print(f"{b} is {verdict} {a}: mean perplexity ratio {result['ratio']:.3g} "
                   f"{'>' if result['distinct'] else '<='} sigma = {result['sigma']:g} "
                   f"({result['share_b_above']:.0%} of {b}'s documents exceed {result['threshold']:.4g})")
+
+
+@app.command("digits")
+def digits(
+    run: Path = typer.Option(..., "--run", help="A run trained on captioned digits, or a sweep folder (its largest image-text run is used)."),
+    data: Path = typer.Option(..., "--data", help="Data root holding the image-text dataset (the judge's real digits)."),
+    out: Path = typer.Option(..., "--out", help="Folder for digits.json and digits.png."),
+    per_digit: int = typer.Option(6, "--per-digit", help="Images drawn per digit (10 digits)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the samples and the judge's split."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature."),
+    top_k: int = typer.Option(0, "--top-k", help="Sample among the k most likely codes (0: off)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Caption-conditioned generation, scored: draw digits from "a handwritten digit k", classify them."""
+    from mmlm.digits import largest_run, score_digits
+
+    run_dir = run if (run / "config.json").is_file() else largest_run(run)
+    result = score_digits(run_dir, data, out=out, per_digit=per_digit, seed=seed, temperature=temperature, top_k=top_k)
+    if json_out:
+        print_json(result)
+        return
+    console.print(f"digits from captions ({run_dir.name}): accuracy {result['accuracy']:.1%} on {result['n']} images, "
+                  f"chance {result['chance']:.0%} (judge: {result['classifier_accuracy']:.1%} on real digits) "
+                  f"-> {out / 'digits.json'}, {out / 'digits.png'}", highlight=False)
+
+
+@app.command("study")
+def study(
+    out: Path = typer.Argument(..., help="The sweep folder of a preset (after `mmlm fit ... --out OUT/laws`)."),
+    data: Path = typer.Option(Path("data/demo"), "--data", help="Its data root."),
+    preset: str = typer.Option("demo", "--preset", help="The preset the sweep ran: demo or cpu-study."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """The preset study's report: unigram baselines, largest losses, standard errors, held-out-size errors, checks."""
+    from mmlm.errors import MmlmError
+    from mmlm.sweep.demo import PRESETS
+    from mmlm.sweep.demo_report import study_summary, write_study_report
+
+    if preset not in PRESETS:
+        raise MmlmError(f"--preset {preset!r}: unknown preset (known: {', '.join(PRESETS)})")
+    summary = study_summary(out, data, preset)
+    path = write_study_report(out, summary)
+    if json_out:
+        print_json(summary)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"study {preset}: {summary['runs']} runs, fewest steps {summary['min_steps']}, "
+                    f"max share error {_fmt(summary['max_share_error'])}")
+    for c in ("dataset", "unigram H", "largest loss", "SE", "below H", "held-out err", "identifiable"):
+        t.add_column(c)
+    for d, r in summary["datasets"].items():
+        t.add_row(d, _fmt(r["unigram_entropy"]), _fmt(r.get("largest_loss")), _fmt(r.get("largest_se"), 2),
+                  _fmt(r.get("below_unigram")), _fmt(r.get("holdout_error")), str(r.get("identifiable", "-")))
+    console.print(t)
+    g = summary["digits"]
+    if g:
+        console.print(f"digits from captions: accuracy {g['accuracy']:.1%} on {g['n']} images (chance {g['chance']:.0%})")
+    for c in summary["checks"]:
+        console.print(f"[{'green' if c['ok'] else 'red'}]{'ok  ' if c['ok'] else 'MISS'}[/] {c['check']}", highlight=False)
+    console.print(f"report: {path}")

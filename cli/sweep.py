@@ -15,7 +15,7 @@ from .common import console, err_console, print_error, print_json, progress_bar
 def sweep(
     grid: Optional[Path] = typer.Argument(None, help="Grid file (TOML): data, sizes, tokens or flops, \\[mixtures.*], \\[train], \\[slurm]."),
     out: Path = typer.Option(..., "--out", help="Sweep folder: runs/<id>/ and results.csv go here."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="A built-in grid instead of GRID: 'demo'."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A built-in study instead of GRID: 'demo' (make demo, minutes) or 'cpu-study' (about an hour on 2 cores)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Data root (overrides the grid's; the demo preset's default is data/demo)."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Runs at a time (default: 1; the demo preset: one per core; slurm: all at once)."),
     launcher: str = typer.Option("local", "--launcher", help="local | submitit-local | slurm."),
@@ -29,17 +29,17 @@ def sweep(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Run a grid of model sizes x token (or FLOP) budgets x mixtures; resumable; writes DIR/results.csv."""
-    from mmlm.sweep import GridError, demo_grid, ensure_demo_data, load_grid, run_sweep
-    from mmlm.sweep.demo import demo_data_missing
+    from mmlm.sweep import GridError, ensure_demo_data, load_grid, run_sweep
+    from mmlm.sweep.demo import PRESETS, demo_data_missing, preset_grid
 
     if (grid is None) == (preset is None):
-        raise MmlmError("give a grid file or --preset demo (exactly one)")
+        raise MmlmError(f"give a grid file or --preset {'|'.join(PRESETS)} (exactly one)")
     if out.exists() and not out.is_dir():  # before any work (the demo preset may build its data first)
         raise MmlmError(f"--out {out}: exists and is not a folder")
     try:
         if preset is not None:
-            if preset != "demo":
-                raise MmlmError(f"--preset {preset!r}: unknown preset (known: demo)")
+            if preset not in PRESETS:
+                raise MmlmError(f"--preset {preset!r}: unknown preset (known: {', '.join(PRESETS)})")
             data = data or Path("data/demo")
             if jobs is None and launcher == "local":
                 from mmlm.sweep.launch import cpu_count
@@ -47,7 +47,7 @@ def sweep(
                 jobs = cpu_count()  # tiny models: one process per core beats threads
             if not dry_run and demo_data_missing(data):
                 _build_demo_data(data, ensure_demo_data)
-            the_grid = demo_grid(data)
+            the_grid = preset_grid(preset, data)
         else:
             the_grid = load_grid(grid, data=data)
     except GridError as e:

@@ -17,7 +17,10 @@ EXIT_STOPPED = 3  # training stopped early (status says why); the last good chec
 
 def train(
     data: Optional[Path] = typer.Option(None, "--data", help="Data root made by `mmlm tokenize` (vocab.json + datasets)."),
-    size: Optional[str] = typer.Option(None, "--size", help="Model size by name (see --list-sizes). Default: pico."),
+    size: Optional[str] = typer.Option(None, "--size", help="Model size by name (see --list-sizes), or the name of a custom shape. Default: pico."),
+    n_layer: Optional[int] = typer.Option(None, "--n-layer", help="Custom shape: transformer blocks (with --d-model and --n-head)."),
+    d_model: Optional[int] = typer.Option(None, "--d-model", help="Custom shape: width (a multiple of --n-head)."),
+    n_head: Optional[int] = typer.Option(None, "--n-head", help="Custom shape: attention heads."),
     mix: Optional[str] = typer.Option(None, "--mix", help="Datasets and token shares, e.g. text=0.5,code=0.5."),
     tokens: Optional[float] = typer.Option(None, "--tokens", help="Training tokens, e.g. 2e6. Default 2e6."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (config, weights, metrics, summary)."),
@@ -57,7 +60,12 @@ def train(
         return
     from mmlm.train import config_from_options
 
-    options = dict(data=None if data is None else str(data), size=size, mix=mix, tokens=tokens,
+    if size is None and None not in (n_layer, d_model, n_head):
+        from mmlm.model import shape_name
+
+        size = shape_name(n_layer, d_model, n_head)  # a custom shape is named after itself unless --size names it
+    options = dict(data=None if data is None else str(data), size=size, n_layer=n_layer, d_model=d_model, n_head=n_head,
+                   mix=mix, tokens=tokens,
                    out=None if out is None else str(out), seq_len=seq_len, batch_tokens=batch_tokens,
                    micro_batch=micro_batch, lr=lr, warmup=warmup, weight_decay=weight_decay, seed=seed,
                    objective=objective, attention=attention, device=device, threads=threads,

@@ -49,8 +49,8 @@ cdef class Core:
     cdef int64_t passes[MAX_DATASETS]
     cdef uint64_t rng[MAX_DATASETS]
     cdef uint64_t pass_rng[MAX_DATASETS]
-    cdef int cur_d
-    cdef int64_t cur_doc, cur_off
+    cdef int64_t open_doc[MAX_DATASETS]  # per dataset: the document being emitted (-1: none open)
+    cdef int64_t open_off[MAX_DATASETS]  # ... and how many of its tokens are out
     cdef int64_t carry_tok
     cdef uint8_t carry_id
     cdef bint prefetch
@@ -86,19 +86,19 @@ cdef class Core:
             self.passes[d] = 0
             self.pass_rng[d] = seed + <uint64_t>(d + 1) * 0xD1B54A32D192ED69ULL
             self.rng[d] = self.pass_rng[d]
+            self.open_doc[d] = -1
+            self.open_off[d] = 0
             shuffle(self.perm[d], self.n_docs[d], &self.rng[d])
             for i in range(self.n_docs[d]):
                 doc_tokens += lv[i]
         self.prefetch = doc_tokens > PREFETCH_ABOVE
         self.total = 0
         self.rows = 0
-        self.cur_d = -1
-        self.cur_doc = 0
-        self.cur_off = 0
         self.carry_tok = 0
         self.carry_id = 0
 
-    cdef void next_document(self) noexcept nogil:
+    cdef int choose(self) noexcept nogil:
+        """The dataset of the next piece; opens its next document unless one is open."""
         cdef int d, best = 0
         cdef double deficit, best_deficit = self.weights[0] * <double>self.total - <double>self.emitted[0]
         for d in range(1, self.n_ds):
@@ -107,29 +107,30 @@ cdef class Core:
                 best = d
                 best_deficit = deficit
         d = best
+        if self.open_doc[d] >= 0:
+            return d
         if self.pos[d] == self.n_docs[d]:  # pass finished: a fresh permutation
             self.pass_rng[d] = self.rng[d]
             shuffle(self.perm[d], self.n_docs[d], &self.rng[d])
             self.pos[d] = 0
             self.passes[d] += 1
-        self.cur_d = d
-        self.cur_doc = self.perm[d][self.pos[d]]
-        self.cur_off = 0
+        self.open_doc[d] = self.perm[d][self.pos[d]]
+        self.open_off[d] = 0
         self.pos[d] += 1
+        return d
 
-    cdef void prefetch_next(self, int64_t left) noexcept nogil:
-        """Start loading the document that will follow the current one (`left` tokens to go) into cache, while
-        the current one is copied. Read-only: which document comes next is already determined, because the
-        choice depends only on the counts once the current document is done. On datasets larger than the cache
-        this doubles throughput (bench/interleave.py, cold); on datasets that fit it costs ~15%, hence
-        PREFETCH_ABOVE."""
+    cdef void prefetch_next(self, int cur, int64_t left) noexcept nogil:
+        """Start loading the piece likely to follow the current one (dataset `cur`, `left` tokens to go) into
+        cache, while the current one is copied. Read-only, and only a hint: the guess assumes the current
+        piece runs to its document's end. On datasets larger than the cache this doubles throughput
+        (bench/interleave.py, cold); on datasets that fit it costs ~15%, hence PREFETCH_ABOVE."""
         cdef int d, best = 0
         cdef double total = <double>(self.total + left)
         cdef double deficit, best_deficit = 0
         cdef int64_t doc, j, k, n
         cdef const uint32_t* p
         for d in range(self.n_ds):  # the same rule as next_document, on the counts it will see
-            deficit = self.weights[d] * total - <double>(self.emitted[d] + (left if d == self.cur_d else 0))
+            deficit = self.weights[d] * total - <double>(self.emitted[d] + (left if d == cur else 0))
             if d == 0 or deficit > best_deficit:
                 best = d
                 best_deficit = deficit
@@ -139,11 +140,16 @@ cdef class Core:
             if j < self.n_docs[d]:
                 __builtin_prefetch(self.starts[d] + self.perm[d][j])
                 __builtin_prefetch(self.lengths[d] + self.perm[d][j])
-        if self.pos[best] == self.n_docs[best]:
-            return  # a new pass starts: its permutation is not made yet
-        doc = self.perm[best][self.pos[best]]
-        p = self.tok[best] + self.starts[best][doc]
-        n = min(self.lengths[best][doc], PREFETCH_TOKENS)
+        if best != cur and self.open_doc[best] >= 0:  # it continues its open document
+            doc = self.open_doc[best]
+            p = self.tok[best] + self.starts[best][doc] + self.open_off[best]
+            n = min(self.lengths[best][doc] - self.open_off[best], PREFETCH_TOKENS)
+        else:
+            if self.pos[best] == self.n_docs[best]:
+                return  # a new pass starts: its permutation is not made yet
+            doc = self.perm[best][self.pos[best]]
+            p = self.tok[best] + self.starts[best][doc]
+            n = min(self.lengths[best][doc], PREFETCH_TOKENS)
         for k in range(0, n, 16):  # one 64-byte cache line per 16 tokens
             __builtin_prefetch(p + k)
 
@@ -154,20 +160,16 @@ cdef class Core:
         cdef uint8_t* rid
         cdef const uint32_t* src
         cdef int64_t left  # tokens of the current document not yet emitted
-        cdef uint8_t d
+        cdef int64_t doc
+        cdef uint8_t d = 0
         if width != self.seq_len + 1 or ids.shape[0] != n_rows or ids.shape[1] != width:
             raise ValueError("fill: output arrays must both be [n_rows, seq_len + 1]")
         if n_rows == 0:
             return
         with nogil:
-            # the current document lives in locals (src, left, d) so the copy loops see no aliasing with self
-            if self.cur_d < 0:
-                left = 0
-            else:
-                d = <uint8_t>self.cur_d
-                left = self.lengths[d][self.cur_doc] - self.cur_off
-                src = self.tok[d] + self.starts[d][self.cur_doc] + self.cur_off
+            # the current piece lives in locals (src, left, d) so the copy loops see no aliasing with self
             for r in range(n_rows):
+                left = 0  # a new piece at every row start
                 row = &out[r, 0]
                 rid = &ids[r, 0]
                 col = 0
@@ -177,12 +179,12 @@ cdef class Core:
                     col = 1
                 while col < width:
                     if left == 0:
-                        self.next_document()
-                        d = <uint8_t>self.cur_d
-                        left = self.lengths[d][self.cur_doc]
-                        src = self.tok[d] + self.starts[d][self.cur_doc]
+                        d = <uint8_t>self.choose()
+                        doc = self.open_doc[d]
+                        left = self.lengths[d][doc] - self.open_off[d]
+                        src = self.tok[d] + self.starts[d][doc] + self.open_off[d]
                         if self.prefetch:
-                            self.prefetch_next(left)
+                            self.prefetch_next(d, left)
                     n = left if left < width - col else width - col
                     for i in range(n):  # uint32 -> int64 widening copy; the compiler vectorises it
                         row[col + i] = src[i]
@@ -190,9 +192,12 @@ cdef class Core:
                     col += n
                     src += n
                     left -= n
-                    self.cur_off += n
+                    self.open_off[d] += n
                     self.emitted[d] += n
                     self.total += n
+                    if left == 0:  # document done: close it
+                        self.open_doc[d] = -1
+                        self.open_off[d] = 0
                 self.carry_tok = row[width - 1]
                 self.carry_id = rid[width - 1]
                 self.rows += 1
@@ -205,28 +210,26 @@ cdef class Core:
         cdef int d
         return {
             "rows": self.rows, "carry_token": self.carry_tok, "carry_id": self.carry_id,
-            "cur_dataset": self.cur_d, "cur_doc": self.cur_doc, "cur_offset": self.cur_off,
+            "open_doc": np.array([self.open_doc[d] for d in range(self.n_ds)], dtype=np.int64),
+            "open_offset": np.array([self.open_off[d] for d in range(self.n_ds)], dtype=np.int64),
             "emitted": np.array([self.emitted[d] for d in range(self.n_ds)], dtype=np.int64),
             "pos": np.array([self.pos[d] for d in range(self.n_ds)], dtype=np.int64),
             "passes": np.array([self.passes[d] for d in range(self.n_ds)], dtype=np.int64),
             "pass_rng": np.array([self.pass_rng[d] for d in range(self.n_ds)], dtype=np.uint64).view(np.int64),
         }
 
-    def set_state(self, int64_t rows, int64_t carry_token, int carry_id, int cur_dataset, int64_t cur_doc,
-                  int64_t cur_offset, int64_t[::1] emitted, int64_t[::1] pos, int64_t[::1] passes,
+    def set_state(self, int64_t rows, int64_t carry_token, int carry_id, int64_t[::1] open_doc,
+                  int64_t[::1] open_offset, int64_t[::1] emitted, int64_t[::1] pos, int64_t[::1] passes,
                   uint64_t[::1] pass_rng):
-        """Restore a position already validated by interleave_ref.check_state."""
+        """Restore a position already validated by interleave_ref.check_state and check_open."""
         cdef int d
-        if cur_dataset >= 0 and cur_offset > self.lengths[cur_dataset][cur_doc]:
-            raise ValueError("current document offset past its end")
         self.rows = rows
         self.carry_tok = carry_token
         self.carry_id = carry_id
-        self.cur_d = cur_dataset
-        self.cur_doc = cur_doc
-        self.cur_off = cur_offset
         self.total = 0
         for d in range(self.n_ds):
+            self.open_doc[d] = open_doc[d]
+            self.open_off[d] = open_offset[d]
             self.emitted[d] = emitted[d]
             self.total += emitted[d]
             self.pos[d] = pos[d]

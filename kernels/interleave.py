@@ -16,7 +16,7 @@ import numpy as np
 from mmlm.errors import MmlmError
 
 from ._interleave import Core
-from .interleave_ref import MASK64, STATE_VERSION, _as_int, check_inputs, check_state
+from .interleave_ref import MASK64, STATE_VERSION, _as_int, check_inputs, check_open, check_state
 
 
 class Interleaver:
@@ -62,8 +62,6 @@ class Interleaver:
     def load_state_dict(self, state: dict) -> None:
         """Restore a position saved by `state_dict()` of an interleaver over the same datasets and settings."""
         s = check_state(state, self.n_docs, self.weights, self.seq_len)
-        d = s["cur_dataset"]
-        if d >= 0 and s["cur_offset"] > self._lengths[d][s["cur_doc"]]:
-            raise MmlmError("interleaver state: current document offset past its end")
-        self._core.set_state(s["rows"], s["carry_token"], s["carry_id"], d, s["cur_doc"], s["cur_offset"],
+        check_open(s, self._lengths)
+        self._core.set_state(s["rows"], s["carry_token"], s["carry_id"], s["open_doc"], s["open_offset"],
                              s["emitted"], s["pos"], s["passes"], s["pass_rng"].view(np.uint64))

@@ -1,13 +1,16 @@
 """Plain-Python reference twin of the interleaver: the specification the Cython core matches token for token.
 
 The rules (shared by both implementations):
-- Dataset choice: each time a new document is needed, take the dataset furthest below its target share
-  of the tokens emitted so far, i.e. the largest `weights[d] * total - emitted[d]` computed in float64
-  (ties go to the lowest index). Each dataset's token count then stays within about one document of its
-  target over the whole run.
+- Dataset choice: at the start of every row, and whenever the current document ends inside a row, take
+  the dataset furthest below its target share of the tokens emitted so far, i.e. the largest
+  `weights[d] * total - emitted[d]` computed in float64 (ties go to the lowest index).
+- Each dataset keeps its open document: a document cut at a row end is continued where it stopped the
+  next time its dataset is chosen, so a long document cannot hold a row-sized share hostage. No piece is
+  longer than a row, so each dataset's token count stays within one row (seq_len + 1 tokens) of its
+  target share at every row boundary, whatever the document lengths.
 - Document order within a dataset: a permutation made by Fisher-Yates driven by splitmix64, a fresh one
   each pass over the dataset. Dataset d's generator starts at `(seed + (d + 1) * DATASET_STRIDE) mod 2**64`.
-- Packing: documents go back to back; one that does not fit continues in the next row. A row holds
+- Packing: pieces go back to back. A row holds
   seq_len + 1 tokens and row r + 1 starts with the last token of row r, so inputs = rows[:, :-1] and
   targets = rows[:, 1:] lose nothing. `emitted` counts each stream token once (the repeat is not counted).
 
@@ -25,7 +28,7 @@ MASK64 = (1 << 64) - 1
 GAMMA = 0x9E3779B97F4A7C15  # splitmix64 increment
 DATASET_STRIDE = 0xD1B54A32D192ED69  # separates the per-dataset generator streams
 MAX_DATASETS = 256  # dataset ids are uint8
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: per-dataset open documents (1: one current document, not resumable by 2)
 
 
 def splitmix64(state: int) -> tuple[int, int]:
@@ -116,9 +119,8 @@ def check_state(state, n_docs, weights, seq_len) -> dict:
     """Validate a state dict against the datasets it is loaded into; returns it with numpy/int values."""
     n = len(n_docs)
     try:
-        s = {k: int(state[k]) for k in ("version", "seq_len", "rows", "carry_token", "carry_id",
-                                        "cur_dataset", "cur_doc", "cur_offset")}
-        for k in ("emitted", "pos", "passes", "pass_rng", "n_docs"):
+        s = {k: int(state[k]) for k in ("version", "seq_len", "rows", "carry_token", "carry_id")}
+        for k in ("emitted", "pos", "passes", "pass_rng", "n_docs", "open_doc", "open_offset"):
             s[k] = np.asarray(state[k], dtype=np.int64).reshape(-1)
         s["weights"] = np.asarray(state["weights"], dtype=np.float64).reshape(-1)
     except KeyError as e:
@@ -129,7 +131,7 @@ def check_state(state, n_docs, weights, seq_len) -> dict:
         raise MmlmError(f"interleaver state: version {s['version']}, expected {STATE_VERSION}")
     if s["seq_len"] != seq_len:
         raise MmlmError(f"interleaver state: saved with seq_len {s['seq_len']}, this interleaver has {seq_len}")
-    if any(s[k].size != n for k in ("emitted", "pos", "passes", "pass_rng", "n_docs", "weights")):
+    if any(s[k].size != n for k in ("emitted", "pos", "passes", "pass_rng", "n_docs", "weights", "open_doc", "open_offset")):
         raise MmlmError(f"interleaver state: saved for {s['n_docs'].size} datasets, this interleaver has {n}")
     if not np.array_equal(s["n_docs"], np.asarray(n_docs, dtype=np.int64)):
         raise MmlmError(f"interleaver state: saved for datasets of {s['n_docs'].tolist()} documents, "
@@ -138,12 +140,18 @@ def check_state(state, n_docs, weights, seq_len) -> dict:
         raise MmlmError(f"interleaver state: saved with weights {s['weights'].tolist()}, these are {list(weights)}")
     if np.any(s["pos"] < 0) or np.any(s["pos"] > s["n_docs"]) or np.any(s["emitted"] < 0):
         raise MmlmError("interleaver state: document positions out of range")
-    d = s["cur_dataset"]
-    if not (-1 <= d < n) or (d >= 0 and not 0 <= s["cur_doc"] < n_docs[d]) or s["cur_offset"] < 0:
-        raise MmlmError("interleaver state: current document out of range")
+    if any(not (-1 <= int(doc) < k) for doc, k in zip(s["open_doc"], n_docs)) or np.any(s["open_offset"] < 0):
+        raise MmlmError("interleaver state: open document out of range")
     if s["rows"] < 0 or not (0 <= s["carry_id"] < n) or s["carry_token"] < 0:
         raise MmlmError("interleaver state: row position out of range")
     return s
+
+
+def check_open(s: dict, lengths) -> None:
+    """An open document's offset must lie inside it (an offset at its end would have closed it)."""
+    for d, (doc, off) in enumerate(zip(s["open_doc"], s["open_offset"])):
+        if (doc < 0 and off != 0) or (doc >= 0 and off >= lengths[d][int(doc)]):
+            raise MmlmError(f"interleaver state: open document offset of dataset {d} out of range")
 
 
 class InterleaverRef:
@@ -166,7 +174,7 @@ class InterleaverRef:
             perm, rng = shuffle(self._n_docs[d], self._pass_rng[d])
             self._perm.append(perm)
             self._rng.append(rng)
-        self._cur = [-1, 0, 0]  # dataset, document, tokens of it emitted so far
+        self._open = [[-1, 0] for _ in range(n)]  # per dataset: open document (-1: none), tokens of it emitted
         self._rows = 0
         self._carry = (0, 0)  # last token of the previous row and its dataset id
 
@@ -174,7 +182,8 @@ class InterleaverRef:
     def tokens_by_dataset(self) -> np.ndarray:
         return np.asarray(self._emitted, dtype=np.int64)
 
-    def _next_document(self) -> None:
+    def _choose(self) -> int:
+        """The dataset of the next piece; opens its next document unless one is open."""
         total = sum(self._emitted)
         best, best_deficit = 0, None
         for d, w in enumerate(self._weights):
@@ -182,13 +191,16 @@ class InterleaverRef:
             if best_deficit is None or deficit > best_deficit:
                 best, best_deficit = d, deficit
         d = best
+        if self._open[d][0] >= 0:
+            return d
         if self._pos[d] == self._n_docs[d]:  # pass finished: a fresh permutation
             self._pass_rng[d] = self._rng[d]
             self._perm[d], self._rng[d] = shuffle(self._n_docs[d], self._rng[d])
             self._pos[d] = 0
             self._passes[d] += 1
-        self._cur = [d, self._perm[d][self._pos[d]], 0]
+        self._open[d] = [self._perm[d][self._pos[d]], 0]
         self._pos[d] += 1
+        return d
 
     def next_rows(self, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
         n_rows = _as_int(n_rows, "n_rows")
@@ -201,15 +213,18 @@ class InterleaverRef:
             if self._rows > 0:
                 row.append(self._carry[0])
                 ids.append(self._carry[1])
+            d = -1  # a new piece at every row start
             while len(row) < width:
-                d, doc, off = self._cur
-                if d < 0 or off == self._lengths[d][doc]:
-                    self._next_document()
-                    continue
+                if d < 0:
+                    d = self._choose()
+                doc, off = self._open[d]
                 row.append(int(self._tokens[d][self._starts[d][doc] + off]))
                 ids.append(d)
                 self._emitted[d] += 1
-                self._cur[2] += 1
+                self._open[d][1] += 1
+                if self._open[d][1] == self._lengths[d][doc]:  # document done: close it, choose again
+                    self._open[d] = [-1, 0]
+                    d = -1
             self._carry = (row[-1], ids[-1])
             self._rows += 1
             out_tokens.append(row)
@@ -221,7 +236,8 @@ class InterleaverRef:
         return {
             "version": STATE_VERSION, "seq_len": self.seq_len, "rows": self._rows,
             "carry_token": self._carry[0], "carry_id": self._carry[1],
-            "cur_dataset": self._cur[0], "cur_doc": self._cur[1], "cur_offset": self._cur[2],
+            "open_doc": np.asarray([o[0] for o in self._open], dtype=np.int64),
+            "open_offset": np.asarray([o[1] for o in self._open], dtype=np.int64),
             "emitted": np.asarray(self._emitted, dtype=np.int64),
             "pos": np.asarray(self._pos, dtype=np.int64),
             "passes": np.asarray(self._passes, dtype=np.int64),
@@ -233,11 +249,9 @@ class InterleaverRef:
 
     def load_state_dict(self, state: dict) -> None:
         s = check_state(state, self._n_docs, self._weights, self.seq_len)
-        d = s["cur_dataset"]
-        if d >= 0 and s["cur_offset"] > self._lengths[d][s["cur_doc"]]:
-            raise MmlmError("interleaver state: current document offset past its end")
+        check_open(s, self._lengths)
         self._rows, self._carry = s["rows"], (s["carry_token"], s["carry_id"])
-        self._cur = [d, s["cur_doc"], s["cur_offset"]]
+        self._open = [[int(doc), int(off)] for doc, off in zip(s["open_doc"], s["open_offset"])]
         self._emitted = s["emitted"].tolist()
         self._pos = s["pos"].tolist()
         self._passes = s["passes"].tolist()

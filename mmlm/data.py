@@ -145,3 +145,20 @@ class Mixture:
         ids[: n_targets + 1] = index
         idx = np.arange(n_rows)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]
         return tokens[idx], ids[idx]
+
+
+def unigram_entropy(tokens: np.ndarray) -> float:
+    """Entropy in nats of the empirical unigram (0-gram) distribution of `tokens`: the loss of the best
+    model that ignores context, fitted on these very tokens (so a slightly optimistic baseline)."""
+    counts = np.bincount(np.asarray(tokens, dtype=np.int64).reshape(-1))
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def heldout_unigram_entropy(data_root: str | Path, dataset: str, eval_tokens: int, seq_len: int,
+                            split_seed: int = 0) -> dict:
+    """{"entropy", "tokens"} of the held-out targets `mmlm train` evaluates `dataset` on."""
+    m = Mixture.open(data_root, {dataset: 1.0}, eval_tokens=eval_tokens, split_seed=split_seed)
+    rows, ids = m.eval_rows(0, seq_len)
+    targets = rows[:, 1:][ids[:, 1:] != PAD_ID]
+    return {"entropy": unigram_entropy(targets), "tokens": int(targets.size)}

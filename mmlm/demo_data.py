@@ -2,7 +2,8 @@
 
     text         docstrings of the CPython standard library (ast.get_docstring) and the
                  pydoc topic help (pydoc_data.topics)                                  PSF licence
-    code         standard-library .py files, tests left out, about 3.5 MB             PSF licence
+    code         standard-library .py files, tests left out, about 3.5 MB, cut at top-level
+                 statements into pieces of about 2,000 characters                   PSF licence
     image        scikit-learn's digits (1,797 8x8 scans, randomly rotated and shifted) and
                  random crops of its two sample photos (china.jpg, flower.jpg)        CC BY 4.0 / CC BY 2.0
     image-text   the 1,797 digits with captions such as "a handwritten digit 7"        CC BY 4.0
@@ -33,9 +34,13 @@ from .errors import MmlmError
 
 PARTS = ("text", "code", "image", "image-text", "speech", "speech-text", "molecule")
 CODE_BYTES = 3_500_000  # stdlib source taken for the code dataset (order 1M BPE tokens)
+CODE_PIECE_CHARS = 2000  # code documents: pieces of files cut at top-level statements (_code_pieces)
 N_UTTERANCES = 500  # per speech dataset
 N_PHOTO_CROPS = 1200
 SEED = 0
+# the demo's byte-level BPE (text and code): small, so that the embedding and output layer of CPU-sized
+# models are not most of their compute (docs/demo.md)
+BPE_VOCAB = 512
 
 Progress = Callable[[str, int, int, int], None]
 
@@ -106,10 +111,29 @@ def _build_code(out: Path, files: list[Path], on_progress: Progress) -> None:
             continue
         if total + len(data) > CODE_BYTES:
             continue
-        dest = out / path.relative_to(root)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(data)
+        rel = path.relative_to(root)
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        for k, piece in enumerate(_code_pieces(data.decode("utf-8"))):
+            (out / rel.with_name(f"{rel.stem}.{k:03d}.py")).write_text(piece, encoding="utf-8")
         total += len(data)
+
+
+def _code_pieces(source: str) -> list[str]:
+    """A source file cut at top-level statements (or between methods) into pieces of about CODE_PIECE_CHARS: whole files
+    (up to 100k tokens) made batches of a few consecutive rows of one file and a held-out split of
+    three files; pieces shuffle across files and give a held-out set of many of them."""
+    pieces, cur, size = [], [], 0
+    for line in source.splitlines(keepends=True):
+        top = line[:1] not in (" ", "\t", "\n", "\r", "#", ")", "]", "}", "") and not line.startswith(("else", "elif", "except", "finally"))
+        method = line.startswith(("    def ", "    async def ", "    @"))  # long classes are cut between methods
+        if (top or method) and size >= CODE_PIECE_CHARS:
+            pieces.append("".join(cur))
+            cur, size = [], 0
+        cur.append(line)
+        size += len(line)
+    if cur:
+        pieces.append("".join(cur))
+    return [p for p in pieces if p.strip()]
 
 
 def _sklearn_file(*parts: str) -> Path:

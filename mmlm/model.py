@@ -69,13 +69,44 @@ SIZES: dict[str, GPTConfig] = {
 }
 
 
-def model_config(size: str, vocab_size: int, seq_len: int | None = None) -> GPTConfig:
-    """The GPTConfig of a named size for a vocabulary (and optionally another context length)."""
-    if size not in SIZES:
-        raise MmlmError(f"--size {size!r}: unknown size (known: {', '.join(SIZES)})")
+SHAPE_KEYS = ("n_layer", "d_model", "n_head")
+
+
+def check_shape(n_layer, d_model, n_head, where: str = "") -> tuple[int, int, int] | None:
+    """A custom shape (all three given) or None (none given); MmlmError naming `where` otherwise."""
+    given = [v is not None for v in (n_layer, d_model, n_head)]
+    if not any(given):
+        return None
+    flags = ", ".join(f"--{k.replace('_', '-')}" for k in SHAPE_KEYS)
+    if not all(given):
+        raise MmlmError(f"{where}a custom shape needs all of {flags}")
+    for k, v in zip(SHAPE_KEYS, (n_layer, d_model, n_head)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise MmlmError(f"{where}{k} must be a positive whole number, got {v!r}")
+    if d_model % n_head:
+        raise MmlmError(f"{where}d_model {d_model} is not divisible by n_head {n_head}")
+    return int(n_layer), int(d_model), int(n_head)
+
+
+def shape_name(n_layer: int, d_model: int, n_head: int) -> str:
+    """The default name of a custom shape: 'L2d32h2' (no dashes: run ids are split on them)."""
+    return f"L{n_layer}d{d_model}h{n_head}"
+
+
+def model_config(size: str, vocab_size: int, seq_len: int | None = None,
+                 shape: tuple[int, int, int] | None = None) -> GPTConfig:
+    """The GPTConfig of a named size, or of a custom `shape` (n_layer, d_model, n_head; then `size` is
+    only its name), for a vocabulary (and optionally another context length)."""
+    if shape is None and size not in SIZES:
+        raise MmlmError(f"--size {size!r}: unknown size (known: {', '.join(SIZES)}; or give a custom shape "
+                        f"with --n-layer, --d-model, --n-head)")
     if seq_len is not None and seq_len < 1:
         raise MmlmError(f"--seq-len {seq_len}: must be at least 1")
-    cfg = replace(SIZES[size], vocab_size=int(vocab_size))
+    if shape is not None:
+        n_layer, d_model, n_head = check_shape(*shape)
+        cfg = GPTConfig(n_layer=n_layer, n_head=n_head, d_model=d_model, vocab_size=int(vocab_size))
+    else:
+        cfg = replace(SIZES[size], vocab_size=int(vocab_size))
     return replace(cfg, seq_len=int(seq_len)) if seq_len else cfg
 
 

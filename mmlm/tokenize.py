@@ -643,7 +643,7 @@ def build_demo(data_root: str | Path, on_progress: Progress | None = None) -> di
     demo_data.check_requirements()
     raw = demo_data.build_raw(root / "raw", on_progress=on_progress)
     have = set(list_datasets(root)) if root.is_dir() else set()
-    opts = {"text": {"vocab_size": 4096, "train_on": raw["code"]}, "image": {"image_size": 32, "patch": 4, "codebook": 256},
+    opts = {"text": {"vocab_size": demo_data.BPE_VOCAB, "train_on": raw["code"]}, "image": {"image_size": 32, "patch": 4, "codebook": 256},
             "speech": {"units": 100}}
     results = {}
     for kind in DEMO_ORDER:

@@ -35,7 +35,7 @@ from .data import PAD_ID, Mixture, parse_mix
 from .bounds import check_memory
 from .errors import MmlmError
 from .jsonio import lines, loads, read_json
-from .model import GPT, SIZES, count_params, model_config, resolve_attention
+from .model import GPT, SIZES, check_shape, count_params, model_config, resolve_attention
 from .objectives import OBJECTIVES, Batch, CausalMasked, make_objective
 from .stability import SpikeDetector
 
@@ -61,7 +61,10 @@ class TrainConfig:
     """Every `mmlm train` option. None means "the default for this size / run" (see `resolve`)."""
     data: str = ""
     out: str = ""
-    size: str = "pico"
+    size: str = "pico"  # a named size, or the name of the custom shape below
+    n_layer: int | None = None  # custom shape: all three, or none
+    d_model: int | None = None
+    n_head: int | None = None
     mix: str = ""
     tokens: float = 2e6
     seq_len: int | None = None
@@ -137,10 +140,34 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def shape_of(cfg: TrainConfig) -> tuple[int, int, int] | None:
+    """The run's custom shape (n_layer, d_model, n_head), or None for a named size."""
+    return check_shape(cfg.n_layer, cfg.d_model, cfg.n_head, "--n-layer/--d-model/--n-head: ")
+
+
+# the demo's peak-LR check (docs/demo.md): best of 1e-3, 3e-3, 1e-2, 3e-2 at d_model 24 and 64, 100 steps
+SHAPE_LR_CHECK = ((24, 1e-2), (64, 3e-3))
+
+
+def default_lr(cfg: TrainConfig) -> float:
+    """Peak learning rate when --lr is not given: per named size; for a custom shape, interpolated in
+    log-log against d_model through the peak-LR check and the micro and small presets (clamped at the ends)."""
+    shape = shape_of(cfg)
+    if shape is None:
+        return DEFAULT_LR[cfg.size]
+    pts = sorted([*SHAPE_LR_CHECK, *((SIZES[s].d_model, DEFAULT_LR[s]) for s in ("micro", "small"))])
+    return float(np.exp(np.interp(np.log(shape[1]), [np.log(d) for d, _ in pts], [np.log(v) for _, v in pts])))
+
+
+def _model_config(cfg: TrainConfig, vocab_size: int):
+    return model_config(cfg.size, vocab_size, cfg.seq_len, shape=shape_of(cfg))
+
+
 def resolve(cfg: TrainConfig, model_seq_len: int, vocab_size: int, world: int, device: torch.device) -> Plan:
     """Fill in the defaults and check the numbers; one-line MmlmError on anything impossible."""
     seq_len = model_seq_len
-    cpu_preset = cfg.size in CPU_PRESETS
+    shape = shape_of(cfg)
+    cpu_preset = cfg.size in CPU_PRESETS if shape is None else shape[1] <= SIZES["small"].d_model
     batch_tokens = cfg.batch_tokens or (CPU_BATCH_TOKENS if cpu_preset else PAPER_BATCH_TOKENS)
     if batch_tokens < seq_len:
         raise MmlmError(f"--batch-tokens {batch_tokens}: less than one row of --seq-len {seq_len}")
@@ -156,7 +183,7 @@ def resolve(cfg: TrainConfig, model_seq_len: int, vocab_size: int, world: int, d
     if tokens < batch_tokens:
         raise MmlmError(f"--tokens {tokens:g}: too small for one step of {batch_tokens} tokens (--batch-tokens)")
     steps = math.ceil(int(tokens) / batch_tokens)
-    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.size]
+    lr = cfg.lr if cfg.lr is not None else default_lr(cfg)
     if not lr > 0:
         raise MmlmError(f"--lr {lr}: must be positive")
     warmup = cfg.warmup if cfg.warmup is not None else min(PAPER_WARMUP, math.ceil(steps / 10))
@@ -181,10 +208,10 @@ def resolve(cfg: TrainConfig, model_seq_len: int, vocab_size: int, world: int, d
     if cfg.micro_batch:
         micro = min(cfg.micro_batch, local_rows)
     elif device.type == "cuda":
-        micro = _cuda_micro_rows(cfg.size, seq_len, vocab_size, local_rows, device)
+        micro = _cuda_micro_rows(_model_config(cfg, vocab_size), seq_len, vocab_size, local_rows, device)
     else:
         micro = max(1, min(local_rows, CPU_MICRO_TOKENS // seq_len))
-    fsdp = bool(cfg.fsdp) or (device.type == "cuda" and world > 1 and _too_big_for_one_gpu(cfg.size, vocab_size, seq_len, device))
+    fsdp = bool(cfg.fsdp) or (device.type == "cuda" and world > 1 and _too_big_for_one_gpu(_model_config(cfg, vocab_size), vocab_size, seq_len, device))
     if fsdp and world < 2:
         raise MmlmError("--fsdp: shards the model over several processes; use --nproc K (K >= 2) or torchrun")
     if cfg.objective not in OBJECTIVES:
@@ -203,19 +230,18 @@ def resolve(cfg: TrainConfig, model_seq_len: int, vocab_size: int, world: int, d
                 attention=resolve_attention(cfg.attention, device), fsdp=fsdp)
 
 
-def _cuda_micro_rows(size: str, seq_len: int, vocab: int, local_rows: int, device: torch.device) -> int:
+def _cuda_micro_rows(c, seq_len: int, vocab: int, local_rows: int, device: torch.device) -> int:
     """Rows per forward that fit in about half the free memory (activations ~ 34 d L bytes/token in bf16, plus logits)."""
-    c = SIZES[size]
     per_token = 34 * c.d_model * c.n_layer * 2 + 10 * vocab
     free, _ = torch.cuda.mem_get_info(device)
-    weights_and_adam = 16 * count_params(model_config(size, vocab, seq_len))["n_params"]
+    weights_and_adam = 16 * count_params(c)["n_params"]
     rows = int(max(0, free * 0.5 - weights_and_adam) // (per_token * seq_len))
     return max(1, min(local_rows, rows))
 
 
-def _too_big_for_one_gpu(size: str, vocab: int, seq_len: int, device: torch.device) -> bool:
+def _too_big_for_one_gpu(c, vocab: int, seq_len: int, device: torch.device) -> bool:
     """Weights, gradients and AdamW state (16 bytes per parameter) over 80% of the GPU: shard them."""
-    n = count_params(model_config(size, vocab, seq_len))["n_params"]
+    n = count_params(c)["n_params"]
     return 16 * n > 0.8 * torch.cuda.get_device_properties(device).total_memory
 
 
@@ -281,6 +307,18 @@ def _copy_tokenizers(data_root: Path, run: Path) -> None:
             shutil.copytree(src, tmp, dirs_exist_ok=True)
 
 
+def eval_se(s: float, w: float, ss: float, sw: float, ww: float, n: float) -> float | None:
+    """Standard error of a held-out loss sum(s_i) / sum(w_i) over n chunks (eval rows of seq_len tokens;
+    s_i: the summed token losses of chunk i, w_i: its target count), by the ratio estimator:
+    SE^2 = n / (n - 1) * sum((s_i - m w_i)^2) / (sum w_i)^2 with m the loss. Chunks next to each other in
+    a long document are correlated, so this is a slight underestimate there. None for a single chunk."""
+    if n < 2 or w <= 0:
+        return None
+    m = s / w
+    resid = max(0.0, ss - 2 * m * sw + m * m * ww)
+    return math.sqrt(n / (n - 1) * resid) / w
+
+
 def _finite_or_none(x: float):
     return x if math.isfinite(x) else None
 
@@ -306,7 +344,7 @@ class Trainer:
         self.mix = parse_mix(cfg.mix)
         self.data = Mixture.open(cfg.data, self.mix, eval_tokens=cfg.eval_tokens, split_seed=cfg.split_seed)
         self.vocab = self.data.vocab
-        self.model_cfg = model_config(cfg.size, self.vocab.size, cfg.seq_len)
+        self.model_cfg = _model_config(cfg, self.vocab.size)
         self.plan = resolve(cfg, self.model_cfg.seq_len, self.vocab.size, self.dist.world, device)
         if device.type == "cpu":  # weights, gradients and two AdamW moments, 4 bytes each
             check_memory(16 * count_params(self.model_cfg)["n_params"], f"--size {cfg.size}",
@@ -426,6 +464,7 @@ class Trainer:
         self.smooth = self.best = None
         self.best_tokens = 0
         self.last_eval: dict = {}
+        self.last_eval_se: dict = {}
         self.status = "running"
         self.speed = speed.SpeedMeter(speed.flops_per_token(self.model_cfg),
                                       speed.for_devices(speed.resolve_peak(self.device, cfg.peak_flops), self.dist.world))
@@ -452,7 +491,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"step": self.step, "tokens": self.tokens, "restarts": self.restarts, "lr_scale": self.lr_scale,
                 "smooth": self.smooth, "best": self.best, "best_tokens": self.best_tokens,
-                "last_eval": self.last_eval, "spikes": self.spikes.state_dict(),
+                "last_eval": self.last_eval, "last_eval_se": self.last_eval_se, "spikes": self.spikes.state_dict(),
                 "interleaver": self.il.state_dict(), "objective": self.objective.state_dict(), "rng": rng,
                 "speed": {"seconds": self.speed.seconds, "tokens": self.speed.tokens, "wall": self.wall_seconds}}
 
@@ -460,6 +499,7 @@ class Trainer:
         self.step, self.tokens, self.restarts = int(s["step"]), int(s["tokens"]), int(s["restarts"])
         self.lr_scale, self.smooth, self.best = float(s["lr_scale"]), s["smooth"], s["best"]
         self.best_tokens, self.last_eval = int(s["best_tokens"]), dict(s["last_eval"])
+        self.last_eval_se = dict(s.get("last_eval_se") or {})
         self.spikes.load_state_dict(s["spikes"])
         self.il.load_state_dict(s["interleaver"])
         self.objective.load_state_dict(s["objective"])
@@ -569,30 +609,38 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        """Held-out loss per dataset; its standard error goes to self.last_eval_se (see `eval_se`)."""
         self.model.eval()
-        out = {}
+        out, se = {}, {}
         dev, V = self.device, self.vocab.size
         for d, b in enumerate(self.eval_batches):
             sl = self.dist.rows(len(b.inputs))
             x_all, y_all, w_all = (torch.from_numpy(a[sl]) for a in (b.inputs, b.targets, b.weights))
-            acc = torch.zeros(2, dtype=torch.float64, device=dev)
+            acc = torch.zeros(6, dtype=torch.float64, device=dev)  # sums over rows of s, w, s^2, s w, w^2, [w > 0]
             for a in range(0, len(x_all), self.plan.micro_rows):
                 s = slice(a, a + self.plan.micro_rows)
                 with self.autocast:
                     logits, _ = self.model(x_all[s].to(dev))
                 losses = F.cross_entropy(logits.float().view(-1, V), y_all[s].to(dev).view(-1), reduction="none")
-                w = w_all[s].to(dev).view(-1)
-                acc += torch.stack([(losses * w).sum().double(), w.sum().double()])
+                w = w_all[s].to(dev).double()
+                rs, rw = (losses.double().view(w.shape) * w).sum(1), w.sum(1)
+                acc += torch.stack([rs.sum(), rw.sum(), (rs * rs).sum(), (rs * rw).sum(), (rw * rw).sum(),
+                                    (rw > 0).double().sum()])
             acc = self.dist.all_reduce_sum(acc).cpu()
-            out[self.data.names[d]] = float(acc[0] / acc[1]) if acc[1] > 0 else None
+            name = self.data.names[d]
+            out[name] = float(acc[0] / acc[1]) if acc[1] > 0 else None
+            se[name] = eval_se(*acc.tolist()) if acc[1] > 0 else None
+        self.last_eval_se = se
         self.model.train()
         return out
 
     def restart(self, reason: str) -> bool:
         """The paper's rule: back to the last checkpoint, learning rate x0.8. False when out of restarts."""
         restarts, scale = self.restarts + 1, self.lr_scale * LR_RESTART_FACTOR
+        done = self.restarts  # the restore below may bring back an older count (a checkpoint from before them)
         self.restore(checkpoint.latest(self.run))
         if restarts > self.cfg.max_restarts:
+            self.restarts = done
             self.status = f"stopped: {reason}; gave up after {self.cfg.max_restarts} restart(s), last good checkpoint is step {self.step}"
             return False
         self.restarts, self.lr_scale = restarts, scale
@@ -617,7 +665,8 @@ class Trainer:
             loss, gn, per, lr = result
             spike = self.spikes.update(gn)
             line = {"step": self.step, "tokens": self.tokens, "lr": lr, "loss": loss, "grad_norm": gn,
-                    **{f"loss/{k}": v for k, v in per.items()}}
+                    **{f"loss/{k}": v for k, v in per.items()},
+                    **{f"tokens/{k}": int(c) for k, c in zip(self.data.names, self.il.tokens_by_dataset)}}
             line.update(self.speed.step(plan.batch_tokens, step_seconds))
             if self.restarts:
                 line["restarts"] = self.restarts
@@ -626,6 +675,7 @@ class Trainer:
             if self.step % plan.eval_every == 0 or self.step == plan.steps:
                 self.last_eval = self.evaluate()
                 line.update({f"eval/{k}": v for k, v in self.last_eval.items()})
+                line.update({f"eval_se/{k}": v for k, v in self.last_eval_se.items()})
             if self.dist.is_main:
                 self.metrics.write(line)
                 if self.board is not None:
@@ -656,6 +706,7 @@ class Trainer:
             "tokens_by_dataset": {name: int(counts[d]) for d, name in enumerate(self.data.names)},
             "flops": 6 * n["n_params"] * self.tokens,
             "eval_loss": self.last_eval,
+            "eval_loss_se": self.last_eval_se,
             "steps": self.step,
             "spikes": self.spikes.count,
             "restarts": self.restarts,

@@ -39,7 +39,7 @@ def make_data(root: Path) -> None:
 GRID = """
 data = "{data}"
 sizes = ["pico"]
-tokens = [3e4]
+tokens = [{tokens}]
 {mixtures}
 [train]
 seq_len = 32
@@ -54,10 +54,12 @@ def sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     make_data(tmp / "data")
     # one grid for the uni-modal and mixed runs, a second adds the mixed run at another batch size
+    # (g0: the uni-modal runs at the mixed runs' per-dataset tokens, which the competition ratio compares with)
     grids = {
-        "g1.toml": GRID.format(data=tmp / "data", batch=256, mixtures='[mixtures.a]\na = 1\n[mixtures.b]\nb = 1\n'
+        "g0.toml": GRID.format(data=tmp / "data", batch=256, tokens="1.5e4", mixtures='[mixtures.a]\na = 1\n[mixtures.b]\nb = 1\n'),
+        "g1.toml": GRID.format(data=tmp / "data", batch=256, tokens="3e4", mixtures='[mixtures.a]\na = 1\n[mixtures.b]\nb = 1\n'
                                                                         '[mixtures."a+b"]\na = 0.5\nb = 0.5\n'),
-        "g2.toml": GRID.format(data=tmp / "data", batch=512, mixtures='[mixtures."a+b"]\na = 0.5\nb = 0.5\n'),
+        "g2.toml": GRID.format(data=tmp / "data", batch=512, tokens="3e4", mixtures='[mixtures."a+b"]\na = 0.5\nb = 0.5\n'),
     }
     for name, text in grids.items():
         (tmp / name).write_text(text)
@@ -74,7 +76,7 @@ def test_real_sweep_analysed(sweep):
     res = json.loads(r.stdout)
     runs = {rid: info for rid, info in res["runs"].items()}
     mixed = [rid for rid, info in runs.items() if sorted(info["datasets"]) == ["a", "b"]]
-    assert len(runs) == 4 and len(mixed) == 2
+    assert len(runs) == 6 and len(mixed) == 2
     for rid in runs:
         # same spike rule as training's counter: the count matches summary.json's
         summary = json.loads((sweep / "sw" / "runs" / rid / "summary.json").read_text())
@@ -83,7 +85,9 @@ def test_real_sweep_analysed(sweep):
         assert set(res["plateaus"][rid]) == {"a", "b"}
         assert all(0.0 <= f <= 1.0 for f in res["plateau_fraction"][rid].values())
         comp = res["competition"][rid]
-        assert len(comp["ratio"]) >= 3 and all(x > 0 for x in comp["ratio"])
+        # at the end of the mixed run, against the uni-modal runs that end at its per-dataset tokens
+        assert len(comp["ratio"]) == 1 and 0.5 < comp["final_ratio"] < 2
+        assert all(any("-15k-" in u for u in ids) for ids in comp["unimodal"].values()), comp["unimodal"]
     [group] = res["batch_size"]["groups"]
     assert [x["batch_tokens"] for x in group["runs"]] == [256, 512]
     assert group["best_batch_tokens"] == min(group["runs"], key=lambda x: x["eval_loss"])["batch_tokens"]

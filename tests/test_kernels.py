@@ -132,6 +132,35 @@ def test_token_shares_track_weights_within_one_document(seed):
         assert np.all(np.abs(got - share * got.sum()) <= longest), (got, share * got.sum(), longest)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_token_shares_hold_within_one_row_whatever_the_document_lengths(seed):
+    """Documents far longer than a row are continued in later rows, so at every row boundary each dataset
+    is within one row (seq_len + 1 tokens) of its share, twins alike."""
+    rng = np.random.default_rng(2000 + seed)
+    n_ds = int(rng.integers(2, 5))
+    datasets = [make_dataset(rng, d, int(rng.integers(1, 6)), int(rng.choice([5, 400, 900]))) for d in range(n_ds)]
+    weights = rng.random(n_ds) + 0.1
+    seq_len = int(rng.choice([4, 16, 33]))
+    share = weights / weights.sum()
+    for cls in (Interleaver, InterleaverRef):
+        il = cls(datasets, weights, seq_len, seed)
+        for _ in range(25):
+            il.next_rows(int(rng.integers(1, 6)))
+            got = il.tokens_by_dataset
+            assert np.all(np.abs(got - share * got.sum()) <= seq_len + 1), (cls.__name__, got, share * got.sum())
+
+
+def test_fifty_fifty_at_a_small_budget_with_long_documents():
+    """The issue's case: text+code 50/50 at 8,192 tokens, documents of thousands of tokens (whole documents
+    at once drew no code at all): now each share is within 2%."""
+    doc = lambda n: (np.arange(8 * n, dtype=np.uint32), np.arange(8) * n, np.full(8, n))
+    datasets = [doc(900), doc(6000)]  # eight documents each, of 900 and 6,000 tokens
+    il = Interleaver(datasets, [0.5, 0.5], 128, 0)
+    il.next_rows(8192 // 128)
+    got = il.tokens_by_dataset
+    assert np.all(np.abs(got / got.sum() - 0.5) <= 0.02), got
+
+
 def test_resume_from_state_equals_uninterrupted_stream():
     datasets, weights, seq_len, _ = random_mixture(7)
     whole = Interleaver(datasets, weights, seq_len, 11)

@@ -46,6 +46,44 @@ def data(tmp_path):
     return make_data(tmp_path / "data")
 
 
+def shapes_grid(data, d_model=32):
+    return GRID.format(data=data).replace('sizes = ["pico", "nano"]', 'sizes = ["pico", {name = "w32", n_layer = 2, '
+                                          f'd_model = {d_model}, n_head = 2}}, {{n_layer = 1, d_model = 16, n_head = 2}}]')
+
+
+def test_custom_shapes_in_sizes_have_stable_ids_that_include_the_shape(data):
+    g = parse_grid(shapes_grid(data))
+    assert g.sizes == ["pico", "w32", "L1d16h2"]
+    assert g.shapes == {"w32": {"n_layer": 2, "d_model": 32, "n_head": 2}, "L1d16h2": {"n_layer": 1, "d_model": 16, "n_head": 2}}
+    vocab = Vocab.load(data / "vocab.json").size
+    w32 = [r for r in g.runs if r.size == "w32"]
+    assert len(w32) == 4 and all(r.train == {"seq_len": 32, "batch_tokens": 512, "n_layer": 2, "d_model": 32, "n_head": 2}
+                                 for r in w32)
+    assert w32[0].n_params == count_params(model_config("w32", vocab, 32, shape=(2, 32, 2)))["n_params"]
+    assert all(r.id.startswith("w32-") for r in w32)
+    # the named sizes keep the ids they had; the same name with another shape is another run
+    plain = parse_grid(GRID.format(data=data))
+    assert {r.id for r in g.runs if r.size == "pico"} == {r.id for r in plain.runs if r.size == "pico"}
+    again = parse_grid(shapes_grid(data))
+    assert [r.id for r in again.runs] == [r.id for r in g.runs]
+    wider = parse_grid(shapes_grid(data, d_model=64))
+    assert not {r.id for r in wider.runs if r.size == "w32"} & {r.id for r in w32}
+
+
+@pytest.mark.parametrize("entry, words", [
+    ('{name = "w", n_layer = 2, d_model = 32}', "needs all of"),
+    ('{name = "w", n_layer = 2, d_model = 30, n_head = 4}', "not divisible by n_head 4"),
+    ('{name = "pico", n_layer = 2, d_model = 32, n_head = 2}', "is a named size"),
+    ('{name = "a-b", n_layer = 2, d_model = 32, n_head = 2}', "letters, digits"),
+    ('{name = "w", n_layer = 2, d_model = 32, n_head = 2, dropout = 0.1}', "unknown key 'dropout'"),
+    ('{name = "w", n_layer = 0, d_model = 32, n_head = 2}', "n_layer must be a positive whole number"),
+])
+def test_bad_shapes_are_named(data, entry, words):
+    with pytest.raises(GridError) as e:
+        parse_grid(GRID.format(data=data).replace('sizes = ["pico", "nano"]', f"sizes = [{entry}]"), source="g.toml")
+    assert any(words in p and p.startswith("g.toml: sizes") for p in e.value.problems), e.value.problems
+
+
 def test_grid_expands_to_every_combination_with_stable_ids(data):
     g = parse_grid(GRID.format(data=data))
     assert len(g.runs) == 2 * 2 * 2
@@ -221,28 +259,42 @@ def test_known_sizes_are_the_models(data):
     assert g.sizes == list(SIZES)[:3]
 
 
-def test_demo_grid_gives_fit_what_it_needs(tmp_path):
-    """>= 4 uni-modal datasets with >= 6 (N, D) points each; >= 2 pairs with >= 6 runs, each pair run at
-    T tokens matched by uni-modal runs of both its datasets at T/2 at the same size."""
-    from mmlm.sweep import demo_grid
-    from mmlm.sweep.demo import DEMO_DATASETS
+@pytest.mark.parametrize("preset", ["demo", "cpu-study"])
+def test_preset_grids_give_fit_and_analyze_what_they_need(tmp_path, preset):
+    """Every uni-modal dataset has >= 4 sizes x >= 3 budgets (so holding out the largest size leaves >= 9
+    points for 5 parameters); every run has >= 100 optimizer steps; sizes are custom shapes below pico,
+    spread evenly in log N; each pair run at T tokens is matched by uni-modal runs of both its datasets
+    at T/2 at the same size and seed; cpu-study has all seven datasets, >= 2 seeds and >= 2 pairs."""
+    from mmlm.sweep.demo import DEMO_DATASETS, PRESETS, preset_grid
 
-    g = demo_grid(make_data(tmp_path / "data", names=DEMO_DATASETS, docs=4))
+    g = preset_grid(preset, make_data(tmp_path / "data", names=DEMO_DATASETS, docs=4))
+    study = PRESETS[preset]
+    assert len({r.id for r in g.runs}) == len(g.runs)
+    assert all(r.tokens // study.batch_tokens >= 100 for r in g.runs)
+    sizes = sorted({(r.n_params, r.size) for r in g.runs})
+    pico = count_params(model_config("pico", Vocab.load(tmp_path / "data" / "vocab.json").size, 128))["n_params"]
+    assert len(sizes) >= 4 and sizes[0][0] < 0.5 * pico
+    steps = np.diff(np.log([n for n, _ in sizes]))
+    assert steps.max() < 2.5 * steps.min()  # about even in log N
     uni = {}
     for r in g.runs:
         if len(r.mix) == 1:
-            uni.setdefault(next(iter(r.mix)), set()).add((r.size, r.tokens))
-    fit_uni = [d for d, pts in uni.items() if len(pts) >= 6 and len({s for s, _ in pts}) >= 3 and len({t for _, t in pts}) >= 3]
-    assert len(fit_uni) >= 4
+            uni.setdefault(next(iter(r.mix)), set()).add((r.size, r.tokens, r.train.get("seed", 0)))
+    assert sorted(uni) == sorted(study.unimodal)
+    for d, pts in uni.items():
+        assert len({s for s, _, _ in pts}) >= 4 and len({t for _, t, _ in pts}) >= 3, d
     pairs = {}
     for r in g.runs:
         if len(r.mix) == 2:
             assert sorted(r.mix.values()) == [0.5, 0.5]
             pairs.setdefault(tuple(sorted(r.mix)), []).append(r)
             for ds in r.mix:
-                assert (r.size, r.tokens // 2) in uni[ds], f"{r.id}: no uni-modal {ds} run at {r.tokens // 2} tokens"
-    assert len([p for p, runs in pairs.items() if len(runs) >= 6]) >= 2
-    assert len({r.id for r in g.runs}) == len(g.runs)
+                assert (r.size, r.tokens // 2, r.train.get("seed", 0)) in uni[ds], f"{r.id}: no uni-modal {ds} at T/2"
+    assert len(pairs) == len(study.pairs) and all(len(runs) >= 8 for runs in pairs.values())
+    if preset == "cpu-study":
+        assert sorted(uni) == sorted(DEMO_DATASETS) and len(study.seeds) >= 2 and len(pairs) >= 2
+        seeds = {r.train.get("seed", 0) for r in g.runs}
+        assert len(seeds) >= 2
 
 
 def test_cli_demo_dry_run(tmp_path):
@@ -254,6 +306,8 @@ def test_cli_demo_dry_run(tmp_path):
     r = run_cli("sweep", "--preset", "demo", "--data", str(data), "--out", str(tmp_path / "out"), "--dry-run", "--json")
     assert r.returncode == 0, r.stderr
     runs = json.loads(r.stdout)["runs"]
-    assert len(runs) == 54 and {x["action"] for x in runs} == {"new"}
+    from mmlm.sweep.demo import preset_grid
+
+    assert len(runs) == len(preset_grid("demo", data).runs) and {x["action"] for x in runs} == {"new"}
     r = run_cli("sweep", "--preset", "nope", "--out", str(tmp_path / "out"))
     assert r.returncode == 1 and "unknown preset" in r.stderr

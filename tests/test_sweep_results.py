@@ -30,16 +30,20 @@ def test_results_have_one_row_per_run_and_eval_dataset(tmp_path):
     c = spec("c", mixture="molecule", mix={"molecule": 1.0})  # planned, never finished
     finish(out, a, {"text": 3.5}, {"text": 4096})
     finish(out, b, {"text": 3.1, "code": 2.9}, {"text": 4100, "code": 4092})
+    summary_b = run_dir(out, b.id) / "summary.json"
+    summary_b.write_text(json.dumps({**json.loads(summary_b.read_text()), "eval_loss_se": {"text": 0.003, "code": 0.002}}))
     write_spec(out, c)
     d = spec("d")
     finish(out, d, {"text": 9.9}, {"text": 4096}, status="stopped: loss was nan")
 
     columns, rows = collect_results(out)
-    assert columns[:9] == ["run_id", "size", "n_params", "n_params_nonembed", "mixture", "tokens", "flops", "eval_dataset", "loss"]
-    assert columns[9:] == ["tokens_code", "tokens_molecule", "tokens_text"]  # every dataset a run draws from
+    assert columns[:10] == ["run_id", "size", "n_params", "n_params_nonembed", "mixture", "tokens", "flops", "eval_dataset", "loss",
+                            "loss_se"]
+    assert columns[10:] == ["tokens_code", "tokens_molecule", "tokens_text"]  # every dataset a run draws from
     assert [(r["run_id"], r["eval_dataset"]) for r in rows] == [("a", "text"), ("b", "code"), ("b", "text")]
     b_code = rows[1]
     assert b_code["loss"] == 2.9 and b_code["size"] == "nano" and b_code["mixture"] == "text+code"
+    assert b_code["loss_se"] == 0.002 and rows[0]["loss_se"] is None  # a's summary has no standard errors
     assert (b_code["tokens_text"], b_code["tokens_code"], b_code["tokens_molecule"]) == (4100, 4092, 0)
     assert b_code["tokens"] == 8192 and b_code["flops"] == 6000 * 8192
 

@@ -142,13 +142,16 @@ def test_submitit_local_failures_and_retry(tmp_path):
 
 @pytest.mark.slow
 def test_demo_preset_builds_its_data_and_runs(tmp_path):
-    """The whole demo sweep (about 3 minutes on an idle 2-core CPU, plus the demo data)."""
+    """The whole demo sweep (about 7 minutes on an idle 2-core CPU, plus the demo data; docs/demo.md)."""
     data, out = tmp_path / "data", tmp_path / "out"
     t0 = time.monotonic()
     r = cli("sweep", "--preset", "demo", "--data", str(data), "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(r.stdout)
-    assert report["counts"]["done"] == 54 and report["rows"] == 4 * 9 + 2 * 9 * 2
+    from mmlm.sweep.demo import PRESETS, preset_grid
+
+    runs = preset_grid("demo", data).runs
+    assert report["counts"]["done"] == len(runs) and report["rows"] == sum(len(x.mix) for x in runs)
     rows = read_csv(out / "results.csv")
-    assert {x["eval_dataset"] for x in rows} == {"text", "code", "image", "molecule"}
+    assert {x["eval_dataset"] for x in rows} == set(PRESETS["demo"].unimodal)
     print(f"demo data + sweep: {time.monotonic() - t0:.0f} s")

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,6 +79,12 @@ def test_cli_run_writes_documented_outputs(done_run, root):
     evals = [m for m in lines if "eval/text" in m]
     assert [m["step"] for m in evals] == [5, 10, 15, 20]
     assert evals[-1]["eval/image"] == summary["eval_loss"]["image"]
+    # standard errors of the eval losses, and the tokens actually drawn per dataset, cumulative
+    assert evals[-1]["eval_se/image"] == summary["eval_loss_se"]["image"]
+    assert all(0 < summary["eval_loss_se"][d] < 0.5 * summary["eval_loss"][d] for d in ("text", "image"))
+    assert [lines[-1][f"tokens/{d}"] for d in ("text", "image")] == [tbd["text"], tbd["image"]]
+    drawn = [m["tokens/text"] + m["tokens/image"] for m in lines]
+    assert drawn == sorted(drawn) and abs(drawn[0] - 512) <= 1
     assert lines[-1]["loss"] < lines[0]["loss"] - 0.5  # it learns
     # the weighted per-dataset losses average to the step loss
     for m in lines[:3]:
@@ -92,6 +99,43 @@ def test_cli_run_writes_documented_outputs(done_run, root):
     assert [s for s, _ in ckpts] == [steps]
     assert (run / "model.safetensors").read_bytes() == (ckpts[0][1] / "model.safetensors").read_bytes()
     assert sum(p.numel() for p in model.parameters()) == summary["n_params"]
+
+
+def test_custom_shape_from_the_cli(root, tmp_path):
+    run = tmp_path / "shape"
+    r = cli("train", "--data", root, "--mix", "text=1", "--tokens", "2048", "--out", run, "--json",
+            "--n-layer", "1", "--d-model", "24", "--n-head", "3", *TINY[2:])
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    config = json.loads((run / "config.json").read_text())
+    assert summary["size"] == "L1d24h3" and config["model"]["n_layer"] == 1 and config["model"]["d_model"] == 24
+    model, _ = checkpoint.load_model(run)
+    assert sum(p.numel() for p in model.parameters()) == summary["n_params"]
+    # half a shape, or heads that do not divide the width: one line, nothing written
+    for bad, words in ((["--n-layer", "1", "--d-model", "24"], "needs all of --n-layer, --d-model, --n-head"),
+                       (["--n-layer", "1", "--d-model", "24", "--n-head", "5"], "not divisible by n_head 5")):
+        r = cli("train", "--data", root, "--mix", "text=1", "--tokens", "2048", "--out", tmp_path / "bad", *bad, *TINY[2:])
+        assert r.returncode != 0 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_eval_standard_error_on_planted_chunks():
+    """The ratio estimator's SE from summed statistics equals the direct formula, and covers the truth:
+    chunks with a known spread give an SE of spread / sqrt(n) within sampling error."""
+    from mmlm.train import eval_se
+
+    rng = np.random.default_rng(0)
+    n, per = 4000, 32
+    chunk_loss = 3.0 + 0.4 * rng.standard_normal(n)  # per-chunk mean losses, spread 0.4
+    w = np.full(n, float(per))
+    w[-1] = 7.0  # a partial last row
+    s = chunk_loss * w
+    se = eval_se(s.sum(), w.sum(), (s * s).sum(), (s * w).sum(), (w * w).sum(), float(n))
+    m = s.sum() / w.sum()
+    direct = np.sqrt(n / (n - 1) * ((s - m * w) ** 2).sum()) / w.sum()
+    assert se == pytest.approx(direct, rel=1e-9)
+    assert se == pytest.approx(0.4 / np.sqrt(n), rel=0.05)
+    assert eval_se(3.0, 1.0, 9.0, 3.0, 1.0, 1.0) is None  # one chunk: no estimate
 
 
 def test_list_sizes_json():

@@ -1,53 +1,63 @@
-"""Competition over training (paper phenomenon 4's barrier, followed along a run).
+"""Competition between two datasets in one model (paper phenomenon 4's barrier), at the end of a run.
 
-For a mixed run of datasets i and j, at each of its eval steps:
+For a finished mixed run of datasets i and j:
 
     ratio = 0.5 * (L_i + L_j) / L_ij
 
-L_ij is the mean of the mixed run's eval losses on i and j at that step. L_i is the eval loss on i of
-the uni-modal run of i at the same number of i tokens (likewise L_j): the mixed run's i tokens at a
-step are `tokens/<i>` where logged, else `tokens` times i's share of the mixture; the uni-modal run's
-eval curve is interpolated linearly in tokens at that count (never extrapolated: steps outside the
-uni-modal curve's token range, widened by TOKEN_TOLERANCE on each side, are left out; inside that
-margin the curve's end value is used, since a mixture's token shares can differ from its weights
-by up to one document).
+L_ij is the mean of the mixed run's final eval losses on i and j. L_i is what a uni-modal model of the
+same size reaches *at the end of its own schedule* after the mixed run's i tokens (likewise L_j): the
+finished uni-modal runs of i at that size give points (their final i tokens, their final eval loss on i)
+across budgets, and L_i is interpolated between them, linearly in log loss against log tokens (a power
+law is a straight line there). It is never read off a longer uni-modal run's mid-schedule eval: a run
+part-way through its learning-rate decay is worse than a run that ends there, which biases the ratio
+towards "synergy" (1.039 on an exactly neutral sweep). For the same reason the mixed run is compared
+only at its end. The mixed run's i tokens are those it actually drew (summary.json's tokens_by_dataset,
+else the last `tokens/<i>` in metrics.jsonl), not its mixture weight times its tokens, wherever logged.
+
+Tokens up to TOKEN_TOLERANCE beyond the budgets' range are extrapolated along the nearest segment
+(a mixture's realised shares differ from its weights by up to one row); further out there is no answer.
 
 Convention: ratio > 1 means the mixed model is better than the two uni-modal models it is compared
 with (synergy wins); ratio < 1 means competition wins; the competition barrier is ratio = 1.
 
-Matching: a uni-modal run of i is a run trained on i alone with the same model size (size name, else
-parameter count) and an eval curve for i. Among several, the one whose curve covers the most of the
-mixed run's eval steps, then the one with the mixed run's batch size, then the one whose curve
-reaches the most tokens. (A sweep that evaluates only at the end, like the demo, thus pairs a mixed
-run of T tokens with the uni-modal runs of T/2.)
+Which runs count: a run is finished when its summary.json says status "done" (a run folder without a
+status, e.g. written by another tool, counts as finished at its last eval). Uni-modal runs are runs of i
+alone of the same model size (size name, else parameter count); those with the mixed run's batch size
+are used when there are any, since the batch size changes the schedule. Several runs at the same
+budget (seeds) are averaged.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .runs import Metrics, Run
+from .runs import Run
 
-TOKEN_TOLERANCE = 0.02  # relative margin around a uni-modal eval curve's token range
-
-
-def _tokens_at(m: Metrics, steps: np.ndarray, key: str = "tokens") -> np.ndarray | None:
-    s, t = m.series(key)
-    ok = np.isfinite(t)
-    if not ok.any():
-        return None
-    return np.interp(steps, s[ok], t[ok], left=np.nan, right=np.nan)
+TOKEN_TOLERANCE = 0.02  # relative margin beyond the uni-modal budgets' range
 
 
-def dataset_tokens(run: Run, dataset: str, steps: np.ndarray) -> np.ndarray | None:
-    """Tokens of `dataset` the run had seen at each step (NaN where unknown)."""
-    m = run.metrics
-    if f"tokens/{dataset}" in m.values:
-        return _tokens_at(m, steps, f"tokens/{dataset}")
-    total = _tokens_at(m, steps)
+def finished(run: Run) -> bool:
+    status = run.summary.get("status")
+    return status == "done" if status is not None else bool(run.final_eval)
+
+
+def final_tokens(run: Run, dataset: str) -> float | None:
+    """Tokens of `dataset` the run drew by its end: summary.json, else metrics.jsonl, else tokens x share."""
+    by = run.summary.get("tokens_by_dataset")
+    if isinstance(by, dict) and isinstance(by.get(dataset), (int, float)) and by[dataset] > 0:
+        return float(by[dataset])
+    _, t = run.metrics.series(f"tokens/{dataset}")
+    t = t[np.isfinite(t)]
+    if t.size:
+        return float(t[-1])
+    total = run.summary.get("tokens")
+    if not isinstance(total, (int, float)):
+        _, tt = run.metrics.series("tokens")
+        tt = tt[np.isfinite(tt)]
+        total = float(tt[-1]) if tt.size else None
     share = run.mix.get(dataset)
-    if total is None or share is None:
-        return None
-    return total * share
+    return float(total) * share if total and share else None
 
 
 def _same_size(a: Run, b: Run) -> bool:
@@ -56,76 +66,76 @@ def _same_size(a: Run, b: Run) -> bool:
     return a.n_params is not None and a.n_params == b.n_params
 
 
-def _eval_curve(run: Run, dataset: str) -> tuple[np.ndarray, np.ndarray] | None:
-    steps, loss = run.metrics.series(f"eval/{dataset}")
-    ok = np.isfinite(loss)
-    if not ok.any():
+def unimodal_points(mixed: Run, dataset: str, runs: list[Run]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(final tokens, final loss, run ids per budget) of the finished uni-modal runs of `dataset` at the mixed run's
+    size, sorted by tokens, one point per budget (seeds averaged)."""
+    cands = [r for r in runs if r.datasets == [dataset] and _same_size(r, mixed) and finished(r)
+             and dataset in r.final_eval and final_tokens(r, dataset)]
+    same_batch = [r for r in cands if r.batch_tokens == mixed.batch_tokens]
+    cands = same_batch or cands
+    by_budget: dict[float, list[tuple[float, str]]] = {}
+    for r in cands:
+        by_budget.setdefault(final_tokens(r, dataset), []).append((r.final_eval[dataset], r.id))
+    tokens = np.array(sorted(by_budget))
+    loss = np.array([np.mean([x for x, _ in by_budget[t]]) for t in tokens])
+    ids = [[rid for _, rid in by_budget[t]] for t in tokens]
+    return tokens, loss, ids
+
+
+def _bracket(tokens: float, at: np.ndarray) -> list[int]:
+    """Indices of the budgets an interpolation at `tokens` uses."""
+    if at.size == 1:
+        return [0]
+    k = int(np.clip(np.searchsorted(at, tokens) - 1, 0, at.size - 2))
+    return [k, k + 1]
+
+
+def interpolate_final(tokens: float, at: np.ndarray, loss: np.ndarray) -> float | None:
+    """Loss at `tokens` between finished runs' (final tokens, final loss), linear in log-log; None outside
+    the range widened by TOKEN_TOLERANCE (a single budget answers only within that margin, with its loss)."""
+    if at.size == 0 or not (at[0] * (1 - TOKEN_TOLERANCE) <= tokens <= at[-1] * (1 + TOKEN_TOLERANCE)):
         return None
-    tokens = dataset_tokens(run, dataset, steps[ok])
-    if tokens is None:
-        return None
-    keep = np.isfinite(tokens)
-    if not keep.any():
-        return None
-    order = np.argsort(tokens[keep], kind="stable")
-    return tokens[keep][order], loss[ok][keep][order]
-
-
-def _covered(tokens: np.ndarray, curve_tokens: np.ndarray) -> np.ndarray:
-    """Which token counts lie within a curve's range, widened by TOKEN_TOLERANCE."""
-    return (tokens >= curve_tokens[0] * (1 - TOKEN_TOLERANCE)) & (tokens <= curve_tokens[-1] * (1 + TOKEN_TOLERANCE))
-
-
-def match_unimodal(mixed: Run, dataset: str, runs: list[Run], tokens: np.ndarray | None = None) -> Run | None:
-    """The uni-modal run to compare with; `tokens` are the mixed run's `dataset` tokens at its eval steps."""
-    cands = [r for r in runs if r.datasets == [dataset] and _same_size(r, mixed) and _eval_curve(r, dataset)]
-    if not cands:
-        return None
-
-    def rank(r: Run):
-        t_u = _eval_curve(r, dataset)[0]
-        covered = int(_covered(tokens, t_u).sum()) if tokens is not None else 0
-        return covered, r.batch_tokens == mixed.batch_tokens, t_u[-1]
-    return max(cands, key=rank)
+    if at.size == 1:
+        return float(loss[0])
+    x, y, q = np.log(at), np.log(loss), math.log(tokens)
+    k = int(np.clip(np.searchsorted(x, q) - 1, 0, x.size - 2))  # the segment holding q, or the end one
+    return float(math.exp(y[k] + (y[k + 1] - y[k]) * (q - x[k]) / (x[k + 1] - x[k])))
 
 
 def competition(mixed: Run, runs: list[Run]) -> tuple[dict | None, str | None]:
-    """The ratio along one mixed run of two datasets: (result, None), or (None, why not)."""
+    """The ratio of one finished mixed run of two datasets: (result, None), or (None, why not)."""
     i, j = mixed.pair
-    m = mixed.metrics
-    if f"eval/{i}" not in m.values or f"eval/{j}" not in m.values:
-        return None, f"{mixed.id}: no eval/{i} and eval/{j} in its metrics"
-    rows = m.present[f"eval/{i}"] & m.present[f"eval/{j}"]
-    steps = m.steps[rows]
-    if steps.size == 0:
-        return None, f"{mixed.id}: no step with both eval/{i} and eval/{j}"
-    l_mixed = {d: m.values[f"eval/{d}"][rows] for d in (i, j)}
-    uni, tokens, l_uni = {}, {}, {}
-    keep = np.ones(steps.size, bool)
+    if not finished(mixed):
+        return None, f"{mixed.id}: not finished (the ratio compares runs at the end of their schedules)"
+    final = mixed.final_eval
+    if i not in final or j not in final:
+        return None, f"{mixed.id}: no final eval loss on both {i} and {j}"
+    tokens, l_uni, used = {}, {}, {}
     for d in (i, j):
-        tokens[d] = dataset_tokens(mixed, d, steps)
+        tokens[d] = final_tokens(mixed, d)
         if tokens[d] is None:
-            return None, f"{mixed.id}: neither tokens/{d} nor tokens and a mixture to count {d} tokens"
-        uni[d] = match_unimodal(mixed, d, runs, tokens[d])
-        if uni[d] is None:
-            return None, f"{mixed.id}: no uni-modal run of '{d}' at size {mixed.size or mixed.n_params} with eval/{d}"
-        t_u, l_u = _eval_curve(uni[d], d)
-        l_uni[d] = np.interp(tokens[d], t_u, l_u)  # constant beyond the ends: used only within the margin
-        keep &= _covered(tokens[d], t_u) & np.isfinite(l_mixed[d])
-    if not keep.any():
-        return None, f"{mixed.id}: its {i}/{j} token counts lie outside the uni-modal runs' eval curves"
-    l_ij = 0.5 * (l_mixed[i][keep] + l_mixed[j][keep])
-    ratio = 0.5 * (l_uni[i][keep] + l_uni[j][keep]) / l_ij
-    above = np.flatnonzero(ratio > 1)
+            return None, f"{mixed.id}: neither tokens_by_dataset, tokens/{d} nor tokens and a mixture to count {d} tokens"
+        at, loss, ids = unimodal_points(mixed, d, runs)
+        if at.size == 0:
+            return None, f"{mixed.id}: no finished uni-modal run of '{d}' at size {mixed.size or mixed.n_params}"
+        l_uni[d] = interpolate_final(tokens[d], at, loss)
+        if l_uni[d] is None:
+            return None, (f"{mixed.id}: its {tokens[d]:.0f} {d} tokens lie outside the uni-modal budgets of '{d}' "
+                          f"({at[0]:.0f} to {at[-1]:.0f})")
+        used[d] = [rid for k in _bracket(tokens[d], at) for rid in ids[k]]  # the runs the value comes from
+    l_ij = 0.5 * (final[i] + final[j])
+    ratio = 0.5 * (l_uni[i] + l_uni[j]) / l_ij
+    step = int(mixed.metrics.steps[-1])
     return {
         "pair": [i, j],
-        "unimodal": {d: uni[d].id for d in (i, j)},
-        "steps": steps[keep].tolist(),
-        "tokens": {d: tokens[d][keep].tolist() for d in (i, j)},
-        "loss_unimodal": {d: l_uni[d][keep].tolist() for d in (i, j)},
-        "loss_mixed": {d: l_mixed[d][keep].tolist() for d in (i, j)},
-        "ratio": ratio.tolist(),
-        "final_ratio": float(ratio[-1]),
-        "max_ratio": float(ratio.max()),
-        "first_step_above_barrier": int(steps[keep][above[0]]) if above.size else None,
+        "unimodal": used,
+        "steps": [step],
+        "tokens": {d: [tokens[d]] for d in (i, j)},
+        "tokens_total": float(sum(tokens.values())),
+        "loss_unimodal": {d: [l_uni[d]] for d in (i, j)},
+        "loss_mixed": {d: [final[d]] for d in (i, j)},
+        "ratio": [ratio],
+        "final_ratio": float(ratio),
+        "max_ratio": float(ratio),
+        "first_step_above_barrier": step if ratio > 1 else None,
     }, None

@@ -130,11 +130,13 @@ def plot_batch_size(path: Path, batch: dict) -> None:
 
 
 def plot_competition(path: Path, comp: dict) -> None:
-    """0.5 (L_i + L_j) / L_ij along training, one line per mixed run, the barrier at 1."""
+    """0.5 (L_i + L_j) / L_ij at the end of each mixed run against its tokens, the barrier at 1."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for run_id, c in comp.items():
-        ax.plot(c["steps"], c["ratio"], "o-", ms=3, label=f"{run_id} ({'|'.join(c['pair'])})")
+        x = [c.get("tokens_total", s) for s in c["steps"]] if "tokens_total" in c else c["steps"]
+        ax.plot(x, c["ratio"], "o", ms=5, label=f"{run_id} ({'|'.join(c['pair'])})")
+    ax.set_xscale("log")
     ratios = [x for c in comp.values() for x in c["ratio"]] + [1.0]
     lo, hi = min(ratios), max(ratios)
     pad = max(0.1 * (hi - lo), 0.02)
@@ -144,8 +146,8 @@ def plot_competition(path: Path, comp: dict) -> None:
                 xytext=(0, 4), textcoords="offset points", va="bottom", fontsize=8)
     ax.annotate("competition: two uni-modal models better", (0.01, 1.0), xycoords=("axes fraction", "data"),
                 xytext=(0, -4), textcoords="offset points", va="top", fontsize=8)
-    ax.set_xlabel("step")
+    ax.set_xlabel("training tokens of the mixed run")
     ax.set_ylabel("0.5 (L_i + L_j) / L_ij")
-    ax.set_title("competition over training")
+    ax.set_title("competition at the end of each run")
     ax.legend(fontsize=7)
     _save(fig, path)

@@ -1,58 +1,109 @@
-"""The demo preset: a grid small enough for a 2-core CPU, rich enough for `mmlm fit`.
+"""Built-in studies: `--preset demo` (make demo, minutes) and `--preset cpu-study` (an hour), one code path.
 
-What `mmlm fit` needs, and how the grid gives it:
-- a uni-modal law (5 parameters) per dataset: text, code, image and molecule alone, each at 3 sizes x
-  3 budgets = 9 (N, D) points;
-- a bi-modal law (5 more) per pair: text+code and text+image at 50/50, 3 sizes x 3 budgets = 9 runs
-  per pair, at budgets twice the uni-modal ones, so that every pair run at T tokens has uni-modal
-  runs of both its datasets at T/2 (its per-dataset tokens).
-Budgets grow x3 (a, 3a, 9a) to spread D; pair budgets are 2a, 6a, 18a.
+A `Study` says which datasets are trained alone, which pairs are mixed 50/50, the model shapes, the
+budgets in optimizer steps and the seeds; `study_grid` turns it into an ordinary `Grid`. Pair runs get
+twice the uni-modal budgets, so every pair run at T tokens has uni-modal runs of both its datasets at
+about T/2 (its per-dataset tokens) at the same size, which is what `mmlm fit` and `mmlm analyze`
+compare it with.
 
-Timing (measured on 2 shared cores, CPU seconds at one torch thread per worker, seq_len 64,
-batch 512 tokens): pico ~5.5k tokens/s, nano ~4.7k, micro ~3.0k, i.e. 0.73 ms per token for the
-three sizes together. Tokens per size: 4 datasets x 13a + 2 pairs x 26a = 104a; a = 4096 gave 426k
-tokens per size and a sweep of 2 min 48 s wall with `--jobs 2` on an idle 2-core machine. The
-demo uses a = 6144 (x1.5, for better-spread fits) and seq_len 128 (so that a 64-code image and
-its sentinels fit in one context, and generation can draw whole images): about 4.5 minutes.
-The largest runs are queued first, so the two workers finish together. Evaluation is only at the end (eval_every is larger than any run) on
-8192 held-out tokens per dataset; checkpoints every 16 steps keep an interrupted demo cheap to resume.
+How the demo was designed (measured on 2 shared cores; docs/demo.md has the numbers):
+- vocabulary: a 512-token BPE for text and code (997 ids in all), so the output layer is not most of a
+  CPU model's compute;
+- sizes: custom shapes from 41k to 222k parameters, about evenly spaced in log N, all far below the
+  old demo's 0.2M-1.1M (pico..micro with a 4,096 BPE), where losses hardly moved with N;
+- budgets: 100, 200 and 400 optimizer steps of 1,024 tokens (hundreds of steps per run; 0.5 to 10
+  tokens per parameter, so both N and D matter), warm-up 10% of each run (train's default);
+- peak learning rates from a short check on the smallest and largest size (`mmlm train`'s default
+  for custom shapes interpolates it in log d_model);
+- the stall rule is off: with 100-step runs and small batches the smoothed loss is noisy enough to
+  "stall" and restart good runs;
+- evaluation once, at the end, on up to 65,536 held-out tokens per dataset.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..errors import MmlmError
 from .grid import Grid
 
 DEMO_DATASETS = ("text", "code", "image", "speech", "molecule", "image-text", "speech-text")
-UNIMODAL = ("text", "code", "image", "molecule")
-PAIRS = (("text", "code"), ("text", "image"))
-SIZES = ("pico", "nano", "micro")
-BASE_TOKENS = 6144
-UNIMODAL_TOKENS = (BASE_TOKENS, 3 * BASE_TOKENS, 9 * BASE_TOKENS)
 
 
-def _demo_grid_dict() -> dict:
-    mixtures = {name: {name: 1.0} for name in UNIMODAL}
-    mixtures.update({f"{a}+{b}": {a: 0.5, b: 0.5} for a, b in PAIRS})
-    return {
-        "sizes": list(SIZES),
-        "mixtures": mixtures,
-        "train": {"seq_len": 128, "batch_tokens": 512, "eval_tokens": 8192, "eval_every": 1_000_000, "ckpt_every": 16},
-    }
+def _shape(n_layer: int, d_model: int, n_head: int) -> dict:
+    return {"name": f"L{n_layer}d{d_model}", "n_layer": n_layer, "d_model": d_model, "n_head": n_head}
+
+
+@dataclass(frozen=True)
+class Study:
+    unimodal: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]
+    sizes: tuple[dict, ...]
+    steps: tuple[int, ...]  # uni-modal budgets in optimizer steps; pairs get twice each
+    seeds: tuple[int, ...] = (0,)
+    pair_steps: tuple[int, ...] | None = None  # uni-modal budgets the pairs double (default: all of `steps`)
+    train: dict = field(default_factory=dict)
+
+    @property
+    def batch_tokens(self) -> int:
+        return int(self.train["batch_tokens"])
+
+
+_TRAIN = {"seq_len": 128, "batch_tokens": 1024, "eval_tokens": 65536, "eval_every": 1_000_000, "ckpt_every": 100,
+          "stall_tokens": 0.0}
+
+PRESETS: dict[str, Study] = {
+    # make demo: three uni-modal laws (text, code, the captioned digits) and the text|code pair law
+    "demo": Study(
+        unimodal=("text", "code", "image-text"),
+        pairs=(("text", "code"),),
+        sizes=(_shape(2, 24, 2), _shape(2, 32, 2), _shape(2, 48, 3), _shape(3, 64, 4)),
+        steps=(100, 200, 400),
+        pair_steps=(100, 200),
+        train=dict(_TRAIN),
+    ),
+    # all seven datasets alone, four of the paper's pairs, two seeds (a noise estimate), one size more
+    "cpu-study": Study(
+        unimodal=DEMO_DATASETS,
+        pairs=(("text", "code"), ("text", "image"), ("speech", "text"), ("molecule", "text")),
+        sizes=(_shape(2, 24, 2), _shape(2, 32, 2), _shape(2, 48, 3), _shape(3, 64, 4), _shape(4, 96, 4)),
+        steps=(100, 200, 400),
+        seeds=(0, 1),
+        pair_steps=(100, 200),
+        train=dict(_TRAIN),
+    ),
+}
+
+
+def study_grid(study: Study, data: str | Path = "data/demo", source: str = "preset") -> Grid:
+    """The study as one Grid: per seed, the uni-modal part and the pair part."""
+    from .grid import grid_from_dict
+
+    uni = {name: {name: 1.0} for name in study.unimodal}
+    pairs = {f"{a}+{b}": {a: 0.5, b: 0.5} for a, b in study.pairs}
+    b = study.batch_tokens
+    uni_tokens = [s * b for s in study.steps]
+    pair_tokens = [2 * s * b for s in (study.pair_steps or study.steps)]
+    parts = []
+    for seed in study.seeds:
+        train = {**study.train, **({"seed": seed} if seed else {})}  # seed 0 is train's default: ids as without seeds
+        base = {"sizes": [dict(s) for s in study.sizes], "train": train}
+        parts.append(grid_from_dict({**base, "tokens": uni_tokens, "mixtures": uni}, source, data))
+        if pairs:
+            parts.append(grid_from_dict({**base, "tokens": pair_tokens, "mixtures": pairs}, source, data))
+    runs = [r for g in parts for r in g.runs]
+    tokens = sorted({t for g in parts for t in g.tokens})
+    return replace(parts[0], mixtures={**uni, **pairs}, tokens=tokens, runs=runs, train=dict(study.train))
+
+
+def preset_grid(name: str, data: str | Path = "data/demo") -> Grid:
+    if name not in PRESETS:
+        raise MmlmError(f"--preset {name!r}: unknown preset (known: {', '.join(PRESETS)})")
+    return study_grid(PRESETS[name], data, source=f"preset {name}")
 
 
 def demo_grid(data: str | Path = "data/demo") -> Grid:
-    """The demo: the uni-modal grid (budgets a, 3a, 9a) and the pair grid (2a, 6a, 18a), as one."""
-    from .grid import grid_from_dict
-
-    base = _demo_grid_dict()
-    uni = {k: v for k, v in base["mixtures"].items() if "+" not in k}
-    pairs = {k: v for k, v in base["mixtures"].items() if "+" in k}
-    parts = [grid_from_dict({**base, "tokens": list(UNIMODAL_TOKENS), "mixtures": uni}, "preset demo", data),
-             grid_from_dict({**base, "tokens": [2 * t for t in UNIMODAL_TOKENS], "mixtures": pairs}, "preset demo", data)]
-    tokens = sorted({t for g in parts for t in g.tokens})
-    return replace(parts[0], mixtures=base["mixtures"], tokens=tokens, runs=[r for g in parts for r in g.runs])
+    return preset_grid("demo", data)
 
 
 def demo_data_missing(data: str | Path) -> bool:

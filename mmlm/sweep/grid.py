@@ -1,7 +1,7 @@
 """Grid files: sizes x budgets x mixtures, checked in full before anything runs.
 
     data = "data/demo"                 # data root from `mmlm tokenize` (relative to the current folder)
-    sizes = ["nano", "micro"]
+    sizes = ["nano", "micro"]          # named sizes, or custom shapes: {name = "w32", n_layer = 2, d_model = 32, n_head = 2}
     tokens = [1e5, 3e5]                # token budgets ... or: flops = [1e12, 3e12] (IsoFLOP, tokens = C / (6 N))
     [mixtures."text+code"]
     text = 0.5
@@ -78,6 +78,7 @@ class Grid:
     data: Path
     sizes: list[str]
     mixtures: dict[str, dict[str, float]]
+    shapes: dict[str, dict[str, int]] = field(default_factory=dict)  # custom sizes: name -> n_layer, d_model, n_head
     tokens: list[int] | None = None
     flops: list[float] | None = None
     train: dict[str, Any] = field(default_factory=dict)
@@ -146,13 +147,16 @@ def grid_from_dict(obj: dict, source: str = "grid", data: str | Path | None = No
     from ..model import SIZES
 
     sizes = obj.get("sizes")
-    if not isinstance(sizes, list) or not sizes or not all(isinstance(s, str) for s in sizes):
-        bad(f"sizes: expected a non-empty list of size names ({', '.join(SIZES)})")
+    if not isinstance(sizes, list) or not sizes or not all(isinstance(s, (str, dict)) for s in sizes):
+        bad(f"sizes: expected a non-empty list of size names ({', '.join(SIZES)}) or shapes "
+            "{name, n_layer, d_model, n_head}")
         sizes = []
+    shapes = _check_shapes([s for s in sizes if isinstance(s, dict)], bad)
     for s in sizes:
-        if s not in SIZES:
-            bad(f"sizes: unknown size '{s}' (known: {', '.join(SIZES)})")
-    sizes = list(dict.fromkeys(s for s in sizes if s in SIZES))
+        if isinstance(s, str) and s not in SIZES:
+            bad(f"sizes: unknown size '{s}' (known: {', '.join(SIZES)}; or a shape {{name, n_layer, d_model, n_head}})")
+    names = [s if isinstance(s, str) else s.get("name") for s in sizes]
+    sizes = list(dict.fromkeys(n for n in names if n in SIZES or n in shapes))
 
     # budgets: exactly one of tokens / flops
     tokens = flops = None
@@ -194,6 +198,7 @@ def grid_from_dict(obj: dict, source: str = "grid", data: str | Path | None = No
         data=data_root or Path(str(root)),
         sizes=sizes,
         mixtures=mixtures,
+        shapes=shapes,
         tokens=tokens,
         flops=flops,
         train=train_opts,
@@ -219,10 +224,12 @@ def _expand(grid: Grid, vocab_size: int, bad) -> list[RunSpec]:
     runs: dict[str, RunSpec] = {}
     reported: set[str] = set()
     for size in grid.sizes:
-        model = model_config(size, vocab_size, grid.train.get("seq_len"))
+        shape = grid.shapes.get(size)  # a custom shape travels in the run's train options (and so in its id)
+        train = {**grid.train, **shape} if shape else dict(grid.train)
+        model = model_config(size, vocab_size, grid.train.get("seq_len"), shape=tuple(shape.values()) if shape else None)
         n_params = count_params(model)["n_params"]
         # the step size train will use for this size (tokens set huge so only the options are checked)
-        opts = {**grid.train, "attention": "sdpa", "device": "cpu"}
+        opts = {**train, "attention": "sdpa", "device": "cpu"}
         try:
             plan = resolve(TrainConfig(**opts, size=size, tokens=1e18), model.seq_len, vocab_size, 1, torch.device("cpu"))
         except MmlmError as e:
@@ -238,8 +245,8 @@ def _expand(grid: Grid, vocab_size: int, bad) -> list[RunSpec]:
                     bad(f"{size} x {mname} x {what}: budget is smaller than one optimizer step "
                         f"(batch_tokens = {plan.batch_tokens})")
                     continue
-                rid = run_id(size, mname, mix, tokens, grid.train)
-                runs[rid] = RunSpec(rid, size, mname, mix, tokens, n_params, str(grid.data), c, dict(grid.train))
+                rid = run_id(size, mname, mix, tokens, train)
+                runs[rid] = RunSpec(rid, size, mname, mix, tokens, n_params, str(grid.data), c, dict(train))
     if grid.branch:
         from .branch import branch_runs
 
@@ -269,6 +276,36 @@ def _short(x: float) -> str:
     return f"{x:.4g}" if float(x) != int(x) else str(int(x))
 
 
+def _check_shapes(entries: list[dict], bad) -> dict[str, dict[str, int]]:
+    """Custom sizes of the grid: {name: {"n_layer", "d_model", "n_head"}}; every problem goes to `bad`."""
+    from ..model import SHAPE_KEYS, SIZES, check_shape, shape_name
+
+    shapes: dict[str, dict[str, int]] = {}
+    for e in entries:
+        extra = sorted(set(e) - {"name", *SHAPE_KEYS})
+        if extra:
+            bad(f"sizes: shape {e!r}: unknown key '{extra[0]}' (expected name, {', '.join(SHAPE_KEYS)})")
+            continue
+        try:
+            shape = check_shape(*(e.get(k) for k in SHAPE_KEYS), where=f"sizes: shape {e!r}: ")
+        except MmlmError as err:
+            bad(str(err).replace("--n-layer, --d-model, --n-head", "n_layer, d_model, n_head"))
+            continue
+        if shape is None:
+            bad(f"sizes: shape {e!r}: needs n_layer, d_model and n_head")
+            continue
+        name = e.setdefault("name", shape_name(*shape))
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._]+", name):
+            bad(f"sizes: shape name {name!r}: use letters, digits, '.' and '_' only")
+        elif name in SIZES:
+            bad(f"sizes: shape name '{name}' is a named size; give the shape another name")
+        elif name in shapes and tuple(shapes[name].values()) != shape:
+            bad(f"sizes: shape name '{name}' is given twice with different shapes")
+        else:
+            shapes[name] = dict(zip(SHAPE_KEYS, shape))
+    return shapes
+
+
 def _positive_list(value, key: str, bad) -> list[float]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
@@ -294,7 +331,9 @@ def _check_train(opts, bad) -> dict:
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     out = {}
     for key, value in opts.items():
-        if key in SWEEP_SET:
+        if key in ("n_layer", "d_model", "n_head"):
+            bad(f"train.{key}: a model shape belongs in 'sizes' (e.g. {{name = \"w32\", n_layer = 2, d_model = 32, n_head = 2}})")
+        elif key in SWEEP_SET:
             instead = {"size": "sizes", "mix": "mixtures", "tokens": "tokens / flops"}.get(key)
             bad(f"train.{key}: set by the sweep for each run" + (f"; use the grid's '{instead}'" if instead else ""))
         elif key not in fields:

@@ -1,7 +1,9 @@
 """DIR/results.csv: one row per (finished run, eval dataset), rebuilt from the run folders.
 
-Columns: run_id, size, n_params, n_params_nonembed, mixture, tokens, flops, eval_dataset, loss, then
-tokens_<dataset> (tokens the run trained on from that dataset) for every dataset any run draws from.
+Columns: run_id, size, n_params, n_params_nonembed, mixture, tokens, flops, eval_dataset, loss, loss_se
+(standard error of the loss from its per-chunk losses; empty for runs that predate it), then
+tokens_<dataset> (tokens the run actually drew from that dataset, counted by the interleaver) for every
+dataset any run draws from.
 This is the table `mmlm fit` reads. It is always rebuilt whole from the folders and replaced
 atomically, so interrupting a sweep can neither lose nor repeat a row.
 """
@@ -14,7 +16,7 @@ from pathlib import Path
 from .. import atomic
 from .runs import read_spec, read_summary, runs_root
 
-FIXED_COLUMNS = ["run_id", "size", "n_params", "n_params_nonembed", "mixture", "tokens", "flops", "eval_dataset", "loss"]
+FIXED_COLUMNS = ["run_id", "size", "n_params", "n_params_nonembed", "mixture", "tokens", "flops", "eval_dataset", "loss", "loss_se"]
 
 
 def collect_results(out: str | Path) -> tuple[list[str], list[dict]]:
@@ -48,8 +50,9 @@ def collect_results(out: str | Path) -> tuple[list[str], list[dict]]:
             "flops": summary.get("flops"),
         }
         base.update({f"tokens_{d}": int(by_dataset.get(d, 0)) for d in sorted(datasets)})
+        se = summary.get("eval_loss_se") or {}
         for ds, loss in sorted((summary.get("eval_loss") or {}).items()):
-            rows.append({**base, "eval_dataset": ds, "loss": loss})
+            rows.append({**base, "eval_dataset": ds, "loss": loss, "loss_se": se.get(ds)})
     return columns, rows
 
 
