@@ -83,6 +83,7 @@ def test_worker_points_runs_at_one_tensorboard_folder_and_branches_at_their_trun
     from mmlm.sweep.runs import run_dir, write_spec
     from mmlm.sweep.worker import _train
 
+    monkeypatch.setattr("mmlm.board.check_available", lambda: None)  # the folders are checked, not the package
     grid = parse_grid(GRID.format(data=data, tokens="2560, 5120") + "tensorboard = true\n")
     seen = []
     monkeypatch.setattr(mmlm.train, "train", lambda cfg, on_log=None: seen.append(cfg) or {"status": "done"})
