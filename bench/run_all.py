@@ -24,7 +24,7 @@ import time
 import traceback
 
 HERE = Path(__file__).resolve().parent
-SUITE = ["interleave", "aggregate", "train_step", "fit", "generate", "tokenize", "gpu"]
+SUITE = ["interleave", "aggregate", "train_step", "fit", "generate", "tokenize", "vqvae", "gpu"]
 
 
 def _load(name: str):

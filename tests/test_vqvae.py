@@ -231,6 +231,18 @@ def test_cli_tokenize_decode_and_generate_with_a_vqvae(tmp_path, mmlm):
                             "--downsample", 2), "downsample=4")
     assert not (data / "b").exists()
 
+    # image-text reuses the data root's VQ-VAE; a pair decodes to the caption and the code grid's picture
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps({"image": f"img/{i}.png", "text": f"a square {i}"}) + "\n"
+                                                  for i in range(4)))
+    r = mmlm("tokenize", "image-text", tmp_path / "pairs.jsonl", "--data", data, "--vocab-size", 300, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["reused"] == ["image"] and json.loads(r.stdout)["reports"] == {}
+    r = mmlm("tokenize", "decode", "--data", data, "--dataset", "image-text", "--doc", 1, "--out", tmp_path / "pair")
+    assert r.returncode == 0, r.stderr
+    png = next((tmp_path / "pair").glob("*-image.png"))
+    with Image.open(png) as im:
+        assert im.size == (16, 16)
+
     # a run folder over this data root (untrained model: sampling and decoding need no trained one)
     run = tmp_path / "run"
     run.mkdir()
@@ -266,3 +278,36 @@ def test_cli_bad_vqvae_options(tmp_path, mmlm):
                        "--patch")
     assert_clean_error(mmlm("tokenize", "image", tmp_path / "img", "--data", data, "--tokenizer", "vq"), "--tokenizer 'vq'")
     assert not data.exists()
+
+
+def test_demo_option_trains_the_vqvae_for_both_image_datasets(tmp_path, monkeypatch):
+    """build_demo(image_tokenizer="vqvae") asks tokenize_dataset for the VQ-VAE (the build itself is slow)."""
+    from mmlm import demo_data, tokenize
+
+    calls = {}
+    monkeypatch.setattr(demo_data, "check_requirements", lambda: None)
+    monkeypatch.setattr(demo_data, "build_raw", lambda raw, on_progress=None: {k: [raw / k] for k in tokenize.DEMO_ORDER})
+    monkeypatch.setattr(tokenize, "tokenize_dataset", lambda kind, inputs, root, name, on_progress, **opts:
+                        calls.setdefault(kind, opts))
+    tokenize.build_demo(tmp_path / "demo", image_tokenizer="vqvae")
+    for kind in ("image", "image-text"):
+        assert calls[kind]["tokenizer"] == "vqvae" and "patch" not in calls[kind]
+    calls.clear()
+    tokenize.build_demo(tmp_path / "demo2")
+    assert "tokenizer" not in calls["image"] and calls["image"]["patch"] == 4
+
+
+def test_demo_digits_are_the_demo_pngs(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from mmlm import demo_data
+
+    first = demo_data.digits()[0][:5], demo_data.digits()[1][:5]
+    monkeypatch.setattr(demo_data, "digits", lambda: first)  # five digits and no photos: fast
+    monkeypatch.setattr(demo_data, "N_PHOTO_CROPS", 0)
+    digits = demo_data.demo_digits()
+    demo_data._build_image(tmp_path, lambda *a: None)
+    assert len(digits) == 5 and digits[0].shape == (32, 32, 3)
+    for i in range(5):
+        with Image.open(tmp_path / f"digit_{i:04d}.png") as im:
+            np.testing.assert_array_equal(np.asarray(im), digits[i])
