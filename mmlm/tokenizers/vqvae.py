@@ -98,7 +98,7 @@ class _Quantizer:
     def __init__(self, embed, decay: float, dead_below: float):
         torch = _nn()[0]
         self.embed = embed
-        self.count = torch.ones(len(embed))
+        self.count = torch.ones(len(embed), device=embed.device)
         self.total = embed.clone()
         self.decay, self.dead_below = decay, dead_below
 
@@ -225,8 +225,9 @@ class VQVAETokenizer:
         self._settings = dict(settings)
         self.report = dict(report or {})
         s, steps = self._settings, int(math.log2(settings["downsample"]))
-        self.encoder = Encoder(s["channels"], s["latent_dim"], steps)
-        self.decoder = Decoder(s["channels"], s["latent_dim"], steps)
+        with torch.random.fork_rng(devices=[]):  # the weights are overwritten: leave the caller's RNG as it was
+            self.encoder = Encoder(s["channels"], s["latent_dim"], steps)
+            self.decoder = Decoder(s["channels"], s["latent_dim"], steps)
         state = {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v) for k, v in state.items()}
         try:
             self.encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
