@@ -16,6 +16,9 @@ The ratio column of the PSNR rows is the gain in dB (not a quotient); the note o
 SSIM, perplexity of code use and the k-means figures.
 
     python bench/vqvae.py [--quick]
+
+--quick trains 150 steps instead of 1,500: a smoke run whose undertrained VQ-VAE misses the targets
+(measured: -3.4 dB at downsample 4, 63% code use, 68 s for both grids at load average 3).
 """
 from __future__ import annotations
 
