@@ -20,7 +20,8 @@ import time
 import traceback
 
 HERE = Path(__file__).resolve().parent
-SUITE = ["interleave", "aggregate", "train_step", "fit", "generate", "tokenizers_speed", "tokenize_memory", "wsd", "gpu"]
+SUITE = ["interleave", "aggregate", "train_step", "fit", "generate", "tokenizers_speed", "tokenize_memory", "wsd", "vqvae",
+         "gpu"]
 
 
 def _load(name: str):

@@ -55,6 +55,19 @@ def _codebook():
     return typer.Option(None, "--codebook", help="image codebook size (default 256)")
 
 
+def _tokenizer():
+    return typer.Option(None, "--tokenizer", help="image tokenizer: kmeans (patch codebook; default) or vqvae (learnt "
+                        "encoder/decoder, trained here; see docs/cli/tokenize.md)")
+
+
+def _downsample():
+    return typer.Option(None, "--downsample", help="vqvae: image side / code grid side, 2, 4, 8 or 16 (default 4)")
+
+
+def _train_steps():
+    return typer.Option(None, "--train-steps", help="vqvae: training steps of 64 images (default 1500)")
+
+
 def _units():
     return typer.Option(None, "--units", help="number of speech units (k-means clusters) (default 100)")
 
@@ -119,6 +132,11 @@ def _print_summary(summary: dict) -> None:
     table.add_row("tokenizers", ", ".join([f"{s} (trained)" for s in summary["trained"]] +
                                           [f"{s} (reused)" for s in summary["reused"]]))
     console.print(table)
+    for space, rep in summary.get("reports", {}).items():
+        console.print(f"{space} tokenizer on {rep['images']} {rep['eval_on']} images: PSNR {rep['psnr']:.2f} dB, "
+                      f"SSIM {rep['ssim']:.3f}, codebook usage {rep['usage']:.0%} (perplexity {rep['perplexity']:.1f}), "
+                      f"{rep['codes_per_image']} codes = {rep['bits_per_image']:.0f} bits per image, "
+                      f"trained in {rep['train_seconds']:.0f} s on {rep['device']}", highlight=False)
     if summary["skipped"]:
         err_console.print(f"[yellow]skipped {summary['skipped']:,} item(s)[/] (--strict fails instead); first ones:",
                           highlight=False, soft_wrap=True, markup=True)
@@ -165,10 +183,11 @@ def code(inputs: List[Path] = _inputs("source"), data: Path = _data(), name: Opt
 def image(inputs: List[Path] = _inputs("PNG/JPEG"), data: Path = _data(), name: Optional[str] = _name(),
           strict: bool = _strict(), image_size: Optional[int] = _image_size(), patch: Optional[int] = _patch(),
           codebook: Optional[int] = _codebook(), seed: int = _seed(), external: bool = _external("code grids (.npy, int array n x h x w)"),
-          json: bool = _json()) -> None:
-    """Images: a fixed grid of codes from a k-means patch codebook (or imported code grids)."""
+          tokenizer: Optional[str] = _tokenizer(), downsample: Optional[int] = _downsample(),
+          train_steps: Optional[int] = _train_steps(), json: bool = _json()) -> None:
+    """Images: a fixed grid of codes from a k-means patch codebook, a learnt VQ-VAE, or imported code grids."""
     _tokenize("image", inputs, data, name, strict, json, image_size=image_size, patch=patch, codebook=codebook,
-              seed=seed, external=external)
+              seed=seed, external=external, tokenizer=tokenizer, downsample=downsample, train_steps=train_steps)
 
 
 @app.command("speech")
@@ -192,11 +211,13 @@ def image_text(inputs: List[Path] = _inputs('.jsonl manifest of {"image": path, 
                data: Path = _data(), name: Optional[str] = _name(), strict: bool = _strict(),
                image_size: Optional[int] = _image_size(), patch: Optional[int] = _patch(),
                codebook: Optional[int] = _codebook(), vocab_size: Optional[int] = _vocab_size(),
-               train_on: Optional[List[Path]] = _train_on(), seed: int = _seed(), json: bool = _json(),
-               allow_outside: bool = _allow_outside()) -> None:
+               train_on: Optional[List[Path]] = _train_on(), seed: int = _seed(), tokenizer: Optional[str] = _tokenizer(),
+               downsample: Optional[int] = _downsample(), train_steps: Optional[int] = _train_steps(),
+               json: bool = _json(), allow_outside: bool = _allow_outside()) -> None:
     """Image-caption pairs, caption->image or image->caption per document (drawn with --seed)."""
     _tokenize("image-text", inputs, data, name, strict, json, image_size=image_size, patch=patch,
-              codebook=codebook, vocab_size=vocab_size, train_on=train_on, seed=seed, allow_outside=allow_outside)
+              codebook=codebook, vocab_size=vocab_size, train_on=train_on, seed=seed, tokenizer=tokenizer,
+              downsample=downsample, train_steps=train_steps, allow_outside=allow_outside)
 
 
 @app.command("speech-text")
@@ -211,13 +232,15 @@ def speech_text(inputs: List[Path] = _inputs('.jsonl manifest of {"audio": path,
 
 
 @app.command("demo")
-def demo(data: Path = _data(), json: bool = _json()) -> None:
+def demo(data: Path = _data(), json: bool = _json(),
+         image_tokenizer: str = typer.Option("kmeans", "--image-tokenizer",
+                                             help="kmeans, or vqvae (a learnt tokenizer: adds minutes on CPU)")) -> None:
     """Build the built-in demo corpus (all seven kinds, from pip-installable sources) into --data."""
     from mmlm.tokenize import build_demo
 
     from .common import print_json
 
-    result = _with_progress(build_demo, data)
+    result = _with_progress(build_demo, data, image_tokenizer=image_tokenizer)
     if json:
         print_json(result)
         return

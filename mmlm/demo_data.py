@@ -167,16 +167,29 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _demo_digit(img: np.ndarray, rng: random.Random) -> np.ndarray:
+    """One demo digit: 8x8 scan -> 32x32 RGB, randomly rotated and shifted."""
+    from PIL import Image
+
+    big = Image.fromarray(img).resize((32, 32), Image.Resampling.BICUBIC)
+    big = big.rotate(rng.uniform(-20, 20), resample=Image.Resampling.BILINEAR,
+                     translate=(rng.randint(-3, 3), rng.randint(-3, 3)))
+    return np.asarray(big.convert("RGB"))
+
+
+def demo_digits() -> list[np.ndarray]:
+    """The demo image dataset's digits, as the PNGs `build_raw` writes hold them (uint8 32x32x3)."""
+    rng = random.Random(SEED)
+    return [_demo_digit(img, rng) for img in digits()[0]]
+
+
 def _build_image(out: Path, on_progress: Progress) -> None:
     from PIL import Image
 
     rng = random.Random(SEED)
     images, _ = digits()
     for i, img in enumerate(images):
-        big = Image.fromarray(img).resize((32, 32), Image.Resampling.BICUBIC)
-        big = big.rotate(rng.uniform(-20, 20), resample=Image.Resampling.BILINEAR,
-                         translate=(rng.randint(-3, 3), rng.randint(-3, 3)))
-        (out / f"digit_{i:04d}.png").write_bytes(_png(np.asarray(big.convert("RGB"))))
+        (out / f"digit_{i:04d}.png").write_bytes(_png(_demo_digit(img, rng)))
         if i % 200 == 0:
             on_progress("raw image", i, len(images) + N_PHOTO_CROPS, 0)
     photos = []  # what load_sample_images() returns: china.jpg, flower.jpg, 427 x 640 x 3

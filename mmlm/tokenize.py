@@ -35,6 +35,9 @@ from .vocab import DATASET_KINDS, SPACE_OF, Vocab
 Progress = Callable[[str, int, int, int], None]
 
 DEFAULTS = {"vocab_size": 4096, "image_size": 32, "patch": 4, "codebook": 256, "units": 100, "seed": 0}
+# image tokenizer kind and the VQ-VAE's own options (None: mmlm.tokenizers.vqvae's defaults)
+IMAGE_DEFAULTS = {"tokenizer": "kmeans", "downsample": None, "train_steps": None}
+IMAGE_TOKENIZERS = ("kmeans", "vqvae")
 # CLI option -> (token space, key in the tokenizer's settings), to catch a request to retrain
 _SETTING_KEYS = {
     "vocab_size": ("text", "vocab_size"),
@@ -42,6 +45,9 @@ _SETTING_KEYS = {
     "patch": ("image", "patch"),
     "codebook": ("image", "codebook"),
     "units": ("speech", "units"),
+    "tokenizer": ("image", "tokenizer"),
+    "downsample": ("image", "downsample"),
+    "train_steps": ("image", "steps"),
 }
 _ENCODE_CHUNK = 256  # documents encoded (and written) per step
 _TEXT_PIECE = 1 << 16  # characters of text the BPE trains on / encodes at once (bounds its memory)
@@ -56,14 +62,18 @@ def _noop(stage: str, done: int, total: int, tokens: int) -> None:
 
 # --- tokenizers on disk ----------------------------------------------------------------------
 
-def tokenizer_class(space: str):
-    """The tokenizer class of a token space (imported on demand)."""
+def tokenizer_class(space: str, entry: dict | None = None):
+    """The tokenizer class of a token space (imported on demand); `entry`, its vocab.json record,
+    tells which image tokenizer was trained."""
     if space == "text":
         from .tokenizers.text import BPETokenizer
         return BPETokenizer
     if space == "molecule":
         from .tokenizers.molecule import SmilesTokenizer
         return SmilesTokenizer
+    if space == "image" and (entry or {}).get("tokenizer") == "vqvae":
+        from .tokenizers.vqvae import VQVAETokenizer
+        return VQVAETokenizer
     if space == "image":
         from .tokenizers.image import ImageTokenizer
         return ImageTokenizer
@@ -81,7 +91,7 @@ def load_tokenizer(root: str | Path, space: str, vocab: Vocab | None = None):
     if space not in vocab.tokenizers:
         raise MmlmError(f"{root / 'vocab.json'}: no '{space}' tokenizer (tokenize a {space} dataset first)")
     path = root / vocab.tokenizers[space].get("file", f"tokenizers/{space}.json")
-    tok = tokenizer_class(space).load(path)
+    tok = tokenizer_class(space, vocab.tokenizers[space]).load(path)
     first, last = vocab.ranges[space]
     if tok.n_tokens != last - first + 1:
         raise MmlmError(f"{path}: has {tok.n_tokens} tokens but vocab.json gives '{space}' {last - first + 1} ids")
@@ -225,6 +235,8 @@ def _read_training_texts(paths: list[Path]) -> list[str]:
 # --- training or reusing tokenizers --------------------------------------------------------
 
 def _check_settings(space: str, saved: dict, opts: dict, where: Path) -> None:
+    if space == "image" and saved.get("mode") != "external":
+        saved = {"tokenizer": "kmeans", **saved}  # k-means files predate the tokenizer key
     for opt, (sp, key) in _SETTING_KEYS.items():
         if sp == space and opts.get(opt) is not None and key in saved and saved[key] != opts[opt]:
             flag = "--" + opt.replace("_", "-")
@@ -233,7 +245,7 @@ def _check_settings(space: str, saved: dict, opts: dict, where: Path) -> None:
                 f"would retrain it, which would change existing ids (use a new data root)")
 
 
-def _train(space: str, items: list, opts: dict, user_opts: dict, external: bool):
+def _train(space: str, items: list, opts: dict, user_opts: dict, external: bool, on_progress: Progress = _noop):
     """Train a tokenizer (opts: settings with defaults filled in), or set one up for external
     codes (sizes only when the user gave them, else inferred from the codes)."""
     seed = opts["seed"]
@@ -250,6 +262,11 @@ def _train(space: str, items: list, opts: dict, user_opts: dict, external: bool)
             if len(shapes) > 1:
                 raise MmlmError(f"external image codes: the inputs hold grids of different shapes {shapes[:3]}")
             return cls.from_codes(np.stack(items), codebook=user_opts.get("codebook"))
+        if opts["tokenizer"] == "vqvae":
+            from .tokenizers.vqvae import VQVAETokenizer
+            return VQVAETokenizer.train(items, size=opts["image_size"], downsample=opts["downsample"],
+                                        codebook=opts["codebook"], steps=opts["train_steps"], seed=seed,
+                                        on_progress=lambda done, total: on_progress("train image", done, total, 0))
         return cls.train(items, size=opts["image_size"], patch=opts["patch"], codebook=opts["codebook"], seed=seed)
     if external:
         return cls.from_units(items, units=user_opts.get("units"))
@@ -317,7 +334,7 @@ def _ensure_tokenizers(root: Path, vocab: Vocab, spaces: list[str], docs: _Docs,
         items = [item for doc in docs.docs for m, item in doc if SPACE_OF[m] == space]
         if space == "text" and train_on:
             items = items + _read_training_texts(train_on)
-        tok = _train(space, items, opts, user_opts, external)
+        tok = _train(space, items, opts, user_opts, external, on_progress)
         rel = f"tokenizers/{space}.json"
         tok.save(root / rel)
         vocab.add_space(space, tok.n_tokens, {"kind": space, "file": rel, **tok.settings})
@@ -426,23 +443,39 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _check_image_options(opts: dict, external: bool) -> None:
+    """--tokenizer and the options that belong to one image tokenizer only."""
+    kind = opts.get("tokenizer")
+    if kind is not None and kind not in IMAGE_TOKENIZERS:
+        raise MmlmError(f"--tokenizer {kind!r}: unknown image tokenizer (one of {', '.join(IMAGE_TOKENIZERS)})")
+    if external and kind is not None:
+        raise MmlmError("--tokenizer chooses how raw images are tokenized; --external imports codes as they are")
+    if kind == "vqvae" and opts.get("patch") is not None:
+        raise MmlmError("--patch is the k-means patch side; the VQ-VAE's code grid comes from --downsample")
+    for opt in ("downsample", "train_steps"):
+        if opts.get(opt) is not None and kind != "vqvae":
+            raise MmlmError(f"--{opt.replace('_', '-')} is a VQ-VAE option: add --tokenizer vqvae")
+
+
 def tokenize_dataset(kind: str, inputs: Iterable[str | Path], data_root: str | Path, name: str | None = None,
                      strict: bool = False, on_progress: Progress | None = None, **opts) -> dict:
     """Tokenize raw `inputs` of one dataset kind into `data_root/<name>`; returns a summary dict.
 
     kind: text, code, image, speech, molecule, image-text or speech-text.
-    opts: vocab_size, image_size, patch, codebook, units (tokenizer settings, used when the token
+    opts: vocab_size, image_size, patch, codebook, units, tokenizer ("kmeans" or "vqvae": the image
+    tokenizer), downsample, train_steps (VQ-VAE only) (tokenizer settings, used when the token
     space's tokenizer is trained here; None = saved or default), seed (tokenizer training and the
     order of paired segments), train_on (extra text/code files for BPE training), external
     (image/speech: inputs are .npy files of externally made codes/units).
     """
     if kind not in DATASET_KINDS:
         raise MmlmError(f"unknown dataset kind {kind!r} (one of {', '.join(DATASET_KINDS)})")
-    unknown = set(opts) - set(DEFAULTS) - {"train_on", "external", "allow_outside"}
+    unknown = set(opts) - set(DEFAULTS) - set(IMAGE_DEFAULTS) - {"train_on", "external", "allow_outside"}
     if unknown:
         raise MmlmError(f"unknown tokenize option(s): {', '.join(sorted(unknown))}")
     for key, value in opts.items():
-        if key in ("vocab_size", "image_size", "patch", "codebook", "units") and value is not None and value < 1:
+        if key in ("vocab_size", "image_size", "patch", "codebook", "units", "downsample", "train_steps") \
+                and value is not None and value < 1:
             raise MmlmError(f"--{key.replace('_', '-')} must be a positive integer, got {value}")
     external = bool(opts.pop("external", False))
     allow_outside = bool(opts.pop("allow_outside", False))
@@ -451,8 +484,9 @@ def tokenize_dataset(kind: str, inputs: Iterable[str | Path], data_root: str | P
     train_on = [Path(p) for p in (opts.pop("train_on", None) or [])]
     if train_on and "text" not in (SPACE_OF[m] for m in DATASET_KINDS[kind]):
         raise MmlmError(f"--train-on trains the text BPE; {kind} datasets hold no text")
+    _check_image_options(opts, external)
     user_opts = dict(opts)
-    opts = {**DEFAULTS, **{k: v for k, v in opts.items() if v is not None}}
+    opts = {**DEFAULTS, **IMAGE_DEFAULTS, **{k: v for k, v in opts.items() if v is not None}}
     if kind in ("image", "image-text", "speech", "speech-text") and not external:
         _check_bounds(opts)
     on_progress = on_progress or _noop
@@ -517,6 +551,7 @@ def tokenize_dataset(kind: str, inputs: Iterable[str | Path], data_root: str | P
         "skipped_examples": docs.skipped,
         "trained": trained,
         "reused": [s for s in spaces if s not in trained],
+        "reports": {s: toks[s].report for s in trained if getattr(toks[s], "report", None)},  # VQ-VAE held-out figures
         "vocab_size": vocab.size,
         "seconds": round(time.perf_counter() - t0, 3),
     }
@@ -631,10 +666,11 @@ def decode_document(data_root: str | Path, dataset: str, k: int, out: str | Path
 DEMO_ORDER = ("text", "code", "image", "image-text", "speech", "speech-text", "molecule")
 
 
-def build_demo(data_root: str | Path, on_progress: Progress | None = None) -> dict:
+def build_demo(data_root: str | Path, on_progress: Progress | None = None, image_tokenizer: str = "kmeans") -> dict:
     """Build the demo corpus: raw files under DATA/raw/, then each of the seven datasets through
     `tokenize_dataset`. Parts already built (raw folders, complete datasets) are kept, so a
-    killed build finishes when run again. Returns {"datasets": {name: summary}, "seconds"}."""
+    killed build finishes when run again. Returns {"datasets": {name: summary}, "seconds"}.
+    `image_tokenizer` "vqvae" trains the learnt image tokenizer (minutes on CPU) instead of k-means."""
     from . import demo_data
 
     on_progress = on_progress or _noop
@@ -645,6 +681,8 @@ def build_demo(data_root: str | Path, on_progress: Progress | None = None) -> di
     have = set(list_datasets(root)) if root.is_dir() else set()
     opts = {"text": {"vocab_size": demo_data.BPE_VOCAB, "train_on": raw["code"]}, "image": {"image_size": 32, "patch": 4, "codebook": 256},
             "speech": {"units": 100}}
+    if image_tokenizer != "kmeans":  # the VQ-VAE at its defaults: 32 px, 8x8 codes of 256, like the k-means grid
+        opts["image"] = {"image_size": 32, "codebook": 256, "tokenizer": image_tokenizer}
     results = {}
     for kind in DEMO_ORDER:
         if kind in have:
