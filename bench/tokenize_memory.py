@@ -13,15 +13,11 @@ ratio = baseline slope / our slope.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds tokenize.py, which would shadow the standard library's tokenize module
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import json
 import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 TARGET = 10.0
 

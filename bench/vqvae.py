@@ -22,9 +22,7 @@ SSIM, perplexity of code use and the k-means figures.
 """
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 N_HELD_OUT = 200
 CODEBOOK = 256
@@ -73,7 +71,7 @@ def run(quick: bool = False) -> list[dict]:
              f"codebook {CODEBOOK}; load average {load:.1f} at the end")
     out = []
     for ds in (4, 8):
-        r, vq, km = res[ds], res[ds]["vq"], res[ds]["km"]
+        vq, km = res[ds]["vq"], res[ds]["km"]
         gain = vq["psnr"] - km["psnr"]
         out.append({"name": f"vqvae: PSNR, downsample {ds} vs k-means {ds}x{ds} patches", "value": vq["psnr"],
                     "baseline": km["psnr"], "ratio": round(gain, 3), "target": 2.0, "unit": "dB", "meets": gain >= 2.0,

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from mmlm import schedule
 from mmlm.errors import MmlmError
