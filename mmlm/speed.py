@@ -279,15 +279,15 @@ def dry_run(cfg) -> dict:
     micro-batch is --micro-batch (else one row) and the wall time needs --peak-flops."""
     import torch
 
-    from .model import DEFAULT_VOCAB_SIZE, model_config
-    from .train import resolve, resolve_device
+    from .model import DEFAULT_VOCAB_SIZE
+    from .train import model_config_of, resolve, resolve_device
 
     vocab = DEFAULT_VOCAB_SIZE
     if cfg.data:
         from .data import open_root
 
         vocab = open_root(cfg.data)[1].size
-    model = model_config(cfg.size, vocab, cfg.seq_len)
+    model = model_config_of(cfg, vocab)
     world = max(1, cfg.nproc)
     want_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
     here = want_cuda and torch.cuda.is_available()

@@ -299,8 +299,9 @@ def _check_bounds(opts: dict) -> None:
 
 
 def _check_codes_fit_data(space: str, items: list, opts: dict) -> None:
-    """A codebook needs at least as many training vectors as codes (k-means on fewer has nothing to learn)."""
-    if space == "image":
+    """A codebook needs at least as many training vectors as codes (k-means on fewer has nothing to learn);
+    the VQ-VAE checks its own codebook against its latent vectors."""
+    if space == "image" and opts.get("tokenizer", "kmeans") == "kmeans":
         per_image = (opts["image_size"] // opts["patch"]) ** 2
         have, k, opt, what = len(items) * per_image, opts["codebook"], "--codebook", f"patches ({len(items)} image(s) x {per_image})"
     elif space == "speech":

@@ -159,7 +159,8 @@ def default_lr(cfg: TrainConfig) -> float:
     return float(np.exp(np.interp(np.log(shape[1]), [np.log(d) for d, _ in pts], [np.log(v) for _, v in pts])))
 
 
-def _model_config(cfg: TrainConfig, vocab_size: int):
+def model_config_of(cfg: TrainConfig, vocab_size: int):
+    """The model a run of cfg trains: its named size, or its custom shape (--n-layer/--d-model/--n-head)."""
     return model_config(cfg.size, vocab_size, cfg.seq_len, shape=shape_of(cfg))
 
 
@@ -208,10 +209,10 @@ def resolve(cfg: TrainConfig, model_seq_len: int, vocab_size: int, world: int, d
     if cfg.micro_batch:
         micro = min(cfg.micro_batch, local_rows)
     elif device.type == "cuda":
-        micro = _cuda_micro_rows(_model_config(cfg, vocab_size), seq_len, vocab_size, local_rows, device)
+        micro = _cuda_micro_rows(model_config_of(cfg, vocab_size), seq_len, vocab_size, local_rows, device)
     else:
         micro = max(1, min(local_rows, CPU_MICRO_TOKENS // seq_len))
-    fsdp = bool(cfg.fsdp) or (device.type == "cuda" and world > 1 and _too_big_for_one_gpu(_model_config(cfg, vocab_size), vocab_size, seq_len, device))
+    fsdp = bool(cfg.fsdp) or (device.type == "cuda" and world > 1 and _too_big_for_one_gpu(model_config_of(cfg, vocab_size), vocab_size, seq_len, device))
     if fsdp and world < 2:
         raise MmlmError("--fsdp: shards the model over several processes; use --nproc K (K >= 2) or torchrun")
     if cfg.objective not in OBJECTIVES:
@@ -344,7 +345,7 @@ class Trainer:
         self.mix = parse_mix(cfg.mix)
         self.data = Mixture.open(cfg.data, self.mix, eval_tokens=cfg.eval_tokens, split_seed=cfg.split_seed)
         self.vocab = self.data.vocab
-        self.model_cfg = _model_config(cfg, self.vocab.size)
+        self.model_cfg = model_config_of(cfg, self.vocab.size)
         self.plan = resolve(cfg, self.model_cfg.seq_len, self.vocab.size, self.dist.world, device)
         if device.type == "cpu":  # weights, gradients and two AdamW moments, 4 bytes each
             check_memory(16 * count_params(self.model_cfg)["n_params"], f"--size {cfg.size}",

@@ -19,7 +19,7 @@ def branch_runs(grid, vocab_size: int, runs: list[RunSpec]) -> list[RunSpec]:
     import torch
 
     from ..schedule import decay_start
-    from ..train import TrainConfig, resolve
+    from ..train import TrainConfig, model_config_of, resolve
 
     families: dict[tuple, list[RunSpec]] = defaultdict(list)
     for r in runs:
@@ -27,15 +27,16 @@ def branch_runs(grid, vocab_size: int, runs: list[RunSpec]) -> list[RunSpec]:
     out, problems = [], []
     for (size, mixture), members in families.items():
         members.sort(key=lambda r: r.tokens)
-        opts = {**grid.train, "attention": "sdpa", "device": "cpu"}
+        base = members[0].train  # [train] plus the size's custom shape, if it has one
+        opts = {**base, "attention": "sdpa", "device": "cpu"}
         try:
-            small = resolve(TrainConfig(**opts, size=size, tokens=members[0].tokens), grid.train.get("seq_len") or
-                            _seq_len(size, vocab_size), vocab_size, 1, torch.device("cpu"))
+            cfg = TrainConfig(**opts, size=size, tokens=members[0].tokens)
+            small = resolve(cfg, model_config_of(cfg, vocab_size).seq_len, vocab_size, 1, torch.device("cpu"))
         except MmlmError as e:
             problems.append(f"{grid.source}: {size} x {mixture} x {members[0].tokens} tokens: {e}")
             continue
         shared = {"warmup": small.warmup, "stall_tokens": small.stall_tokens}
-        train = {**shared, **grid.train}  # what [train] gives wins
+        train = {**shared, **base}  # what [train] gives wins
         steps = {r.tokens: -(-r.tokens // small.batch_tokens) for r in members}
         trunk = members[-1]
         decay = train.get("decay_frac", 0.2)
@@ -55,12 +56,6 @@ def branch_runs(grid, vocab_size: int, runs: list[RunSpec]) -> list[RunSpec]:
     return out
 
 
-def _seq_len(size: str, vocab_size: int) -> int:
-    from ..model import model_config
-
-    return model_config(size, vocab_size).seq_len
-
-
 def wave(spec: RunSpec) -> int:
     return BRANCHES if spec.branch_of else TRUNK_FIRST
 
@@ -69,17 +64,16 @@ def compute(grid, peak=None) -> dict:
     """Training FLOPs of the grid as planned (branches train only their cooldown) against separate
     runs, and device-hours at speed.ASSUMED_MFU of `peak` (a speed.Peak; default: the grid's
     train.peak_flops, else this machine's device)."""
-    from ..model import model_config
     import torch
 
     from ..speed import assumed_mfu, flops_per_token, resolve_peak
-    from ..train import resolve_device
+    from ..train import TrainConfig, model_config_of, resolve_device
     from ..vocab import Vocab
 
     vocab = Vocab.load(grid.data / "vocab.json").size
     planned = separate = 0.0
     for r in grid.runs:
-        fpt = flops_per_token(model_config(r.size, vocab, r.train.get("seq_len")))
+        fpt = flops_per_token(model_config_of(TrainConfig(**r.train, size=r.size), vocab))
         planned += fpt * (r.tokens - r.start_tokens)
         separate += fpt * r.tokens
     device = resolve_device(grid.train.get("device", "auto") if torch.cuda.is_available() else "cpu")
