@@ -4,6 +4,7 @@ laws.json (the schema is documented in the README, section "laws.json"):
     {"unimodal": {name: {"E", "A", "B", "alpha", "beta", "objective", "n_points", "ci": {param: [lo, hi]},
                          "holdout_error", "warnings": [...]}},
      "bimodal":  {"i|j": {"C", "A", "B", "alpha", "beta", "objective", "n_points", "ci": {...}, "warnings": [...]}}}
+plus, per law, "identifiable" and "why", per pair "ci_barrier", "matched", ..., and "noise" (docs/laws.md).
 """
 from __future__ import annotations
 
@@ -34,11 +35,13 @@ class Fitted:
     unimodal: dict[str, UnimodalLaw] = field(default_factory=dict)
     bimodal: dict[str, BimodalLaw] = field(default_factory=dict)
     points: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    noise: dict = field(default_factory=dict)  # identify.noise_estimate
 
     def laws(self) -> dict:
         return {
             "unimodal": {k: v.to_dict() for k, v in self.unimodal.items()},
             "bimodal": {k: v.to_dict() for k, v in self.bimodal.items()},
+            "noise": self.noise,
         }
 
 
@@ -63,7 +66,7 @@ def _enough(where: str, n: int, lines: list[int]) -> None:
 
 def fit_table(
     table: Table, method: str = "fast", bootstrap: int = 0, exclude_top_loss: int = 0, holdout: str = "none",
-    seed: int = 0, jobs: int = 1, on_progress=None,
+    seed: int = 0, jobs: int = 1, on_progress=None, level: float = 0.9,
 ) -> Fitted:
     """Fit the uni-modal law of every dataset trained alone, then the bi-modal law of every pair.
 
@@ -73,8 +76,10 @@ def fit_table(
         raise MmlmError(f"--holdout must be one of {', '.join(HOLDOUTS)}, got {holdout!r}")
     if bootstrap < 0 or exclude_top_loss < 0:
         raise MmlmError("--bootstrap and --exclude-top-loss must be >= 0")
+    if not 0 < level < 1:
+        raise MmlmError(f"the interval level must be between 0 and 1, got {level!r}")
     settings = {"method": method, "bootstrap": bootstrap, "exclude_top_loss": exclude_top_loss,
-                "holdout": holdout, "seed": seed}
+                "holdout": holdout, "seed": seed, "ci_level": level}
     out = Fitted(table.path, settings)
     names = table.unimodal_names()
     pairs = table.pairs()
@@ -99,8 +104,10 @@ def fit_table(
         _enough(f"{table.path}: pair {key}", len(L), lines)
         out.points[key] = {"N": N, "Di": Di, "Dj": Dj, "loss": L}
 
-    def progress(label):
-        total = bootstrap + 1
+    from . import identify, pair
+
+    def progress(label, resamples=bootstrap):
+        total = resamples + 1
         if on_progress:
             on_progress(label, 0, total)
         return (lambda k: on_progress(label, k, total)) if on_progress else None
@@ -113,16 +120,27 @@ def fit_table(
             tick(1)
         if holdout == "largest":
             _holdout(law, pts["N"], pts["D"], pts["loss"], method)
+        identify.check_unimodal(law, pts, level)
+        _dof_warning(law, len(pts["loss"]))
         out.unimodal[name] = law
+    out.noise = identify.noise_estimate(out.points, out.unimodal)
+    resamples = bootstrap or pair.DEFAULT_RESAMPLES  # a pair's identifiability needs its intervals
     for i, j in pairs:
         key = pair_key(i, j)
         pts = out.points[key]
-        tick = progress(key)
-        law = BimodalLaw(out.unimodal[i], out.unimodal[j], method, bootstrap, seed, jobs, on_progress=tick)
-        out.bimodal[key] = law.fit(pts["N"], pts["Di"], pts["Dj"], pts["loss"])
+        tick = progress(key, resamples)
+        study = pair.Points(out.points[i], out.points[j], pts)
+        law = pair.fit_pair(study, out.unimodal[i], out.unimodal[j], method, resamples, level, seed, on_progress=tick)
+        _dof_warning(law, len(pts["loss"]))
+        out.bimodal[key] = law
         if tick:
             tick(1)
     return out
+
+
+def _dof_warning(law, n: int) -> None:
+    if n < 10:
+        law.warnings_.append(f"only {n} points for 5 parameters (fewer than twice as many): not identifiable")
 
 
 def _holdout(law: UnimodalLaw, N, D, L, method: str) -> None:

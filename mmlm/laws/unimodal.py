@@ -59,6 +59,7 @@ class UnimodalLaw(forms.FittedParams):
             "E": self.E_, "A": self.A_, "B": self.B_, "alpha": self.alpha_, "beta": self.beta_,
             "objective": self.objective_, "n_points": self.n_points_, "ci": self.ci_,
             "holdout_error": self.holdout_error_, "warnings": list(self.warnings_),
+            **getattr(self, "extra_", {}),  # identifiable, why, sigma (results.py)
         }
 
     @classmethod
@@ -75,6 +76,7 @@ class UnimodalLaw(forms.FittedParams):
         law.ci_ = d.get("ci") or {}
         law.holdout_error_ = d.get("holdout_error")
         law.warnings_ = list(d.get("warnings") or [])
+        law.extra_ = {k: d[k] for k in ("identifiable", "why", "sigma") if k in d}
         return law
 
     def __repr__(self) -> str:
