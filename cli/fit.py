@@ -19,7 +19,7 @@ def fit(
     loss_col: Optional[str] = typer.Option(None, "--loss-col", help="Column of the loss (default: loss)."),
     dataset_col: Optional[str] = typer.Option(None, "--dataset-col", help="Column naming the dataset each loss is on (none: one dataset)."),
     mixture_col: Optional[str] = typer.Option(None, "--mixture-col", help="Column naming what each run trained on: 'a', or 'a+b' for a pair."),
-    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resamples for 95% intervals of every parameter (0: none)."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resamples for 90% intervals of every parameter (0: none for uni-modal laws; a pair always gets 200, its identifiability needs them)."),
     exclude_top_loss: int = typer.Option(0, "--exclude-top-loss", min=0, help="Drop the K highest-loss points of each law (Epoch: 5 for Chinchilla)."),
     holdout: str = typer.Option("none", "--holdout", help="largest: refit without the largest model size and report the error predicting it; none."),
     method: str = typer.Option("fast", "--method", help="fast (variable projection + compiled polish) or reference (L-BFGS-B from Epoch's 4,500-start grid)."),
@@ -66,12 +66,27 @@ def fit(
         for name, d in laws[kind].items():
             for w in d["warnings"]:
                 console.print(f"[yellow]warning (!):[/] {name}: {w}")
+    _show_identifiability(laws)
     console.print(f"wrote [bold]{out / 'laws.json'}[/] and [bold]{out / 'report.md'}[/]"
                   + ("" if no_plots else " with the plots"))
 
 
 def _num(x) -> str:
     return "-" if x is None else f"{x:.4g}"
+
+
+def _show_identifiability(laws: dict) -> None:
+    """The loss noise, and one loud warning per law its data do not identify."""
+    noise = laws.get("noise") or {}
+    if noise.get("sigma") is not None:
+        how = {"repeats": f"from repeated runs, {noise.get('dof')} dof",
+               "residuals": "from the uni-modal laws' residuals: an upper estimate"}[noise["method"]]
+        console.print(f"loss noise: {100 * noise['sigma']:.3g}% ({how})")
+    for kind, what in (("unimodal", "uni-modal law"), ("bimodal", "pair law")):
+        for name, d in laws[kind].items():
+            if d.get("identifiable") is False:
+                console.print(f"[bold red]warning: the {what} {name} is NOT IDENTIFIABLE from these runs[/] "
+                              f"(do not plan from it): " + "; ".join(d.get("why") or []))
 
 
 def _show(laws: dict) -> None:
@@ -94,7 +109,8 @@ def _show(laws: dict) -> None:
                       *((_num(d["holdout_error"]),) if extra else ()))
         console.print(t)
         if any(d["ci"] for d in laws[kind].values()):
-            t = Table(title="95% bootstrap intervals (2.5 - 97.5 percentiles)")
+            level = next((d.get("ci_level") for d in laws["bimodal"].values()), None) or 0.9
+            t = Table(title=f"{100 * level:g}% bootstrap intervals")
             t.add_column("dataset" if extra else "pair")
             for c in params:
                 t.add_column(c, justify="right")
