@@ -108,10 +108,8 @@ def summarise(studies: list[dict], law: BimodalLaw, n_at: float) -> dict:
     }
 
 
-def design(laws: dict, pair_name: str, noise: float | None = None, sizes=None, tokens=None, seeds: int = 20,
-           resamples: int = pair.DEFAULT_RESAMPLES, level: float = pair.DEFAULT_LEVEL, jobs: int = 1,
-           on_progress=None) -> dict:
-    """Expected precision of a paired grid for the pair law `pair_name` of a laws.json dict."""
+def setup(laws: dict, pair_name: str, noise: float | None = None, sizes=None, tokens=None, seeds: int = 20) -> dict:
+    """The checked inputs of `design` (every problem is one MmlmError line, before anything runs)."""
     from .results import bimodal_law
 
     key, law = bimodal_law(laws, pair_name)
@@ -136,9 +134,20 @@ def design(laws: dict, pair_name: str, noise: float | None = None, sizes=None, t
     if n_runs < 5:
         raise MmlmError(f"{len(sizes)} sizes x {len(tokens)} budgets = {n_runs} mixed runs, fewer than the pair "
                         "law's 5 parameters")
-    grid = grid_points(sorted(sizes), sorted(tokens))
-    studies = run_studies(law, grid, noise, seeds, resamples, level, jobs=jobs, on_progress=on_progress)
-    out = {"pair": key, "noise": noise, "sizes": sorted(sizes), "tokens": sorted(tokens), "seeds": seeds,
+    return {"key": key, "law": law, "noise": float(noise), "sizes": sorted(sizes), "tokens": sorted(tokens),
+            "seeds": seeds}
+
+
+def design(laws: dict, pair_name: str, noise: float | None = None, sizes=None, tokens=None, seeds: int = 20,
+           resamples: int = pair.DEFAULT_RESAMPLES, level: float = pair.DEFAULT_LEVEL, jobs: int = 1,
+           on_progress=None) -> dict:
+    """Expected precision of a paired grid for the pair law `pair_name` of a laws.json dict."""
+    s = setup(laws, pair_name, noise, sizes, tokens, seeds)
+    law, sizes, tokens = s["law"], s["sizes"], s["tokens"]
+    grid = grid_points(sizes, tokens)
+    studies = run_studies(law, grid, s["noise"], seeds, resamples, level, jobs=jobs, on_progress=on_progress)
+    n_runs = len(sizes) * len(tokens)
+    out = {"pair": s["key"], "noise": s["noise"], "sizes": sizes, "tokens": tokens, "seeds": seeds,
            "resamples": resamples, "level": level,
            "runs": {"unimodal_each": n_runs, "mixed": n_runs},
            **summarise(studies, law, float(max(sizes)))}

@@ -33,8 +33,12 @@ def laws(unimodal=None, bimodal=None):
     return uni, bi
 
 
-def sweep_rows(noise: float = 1e-3, seed: int = 0, sizes=SIZES, tokens=TOKENS, unimodal=None, bimodal=None):
-    """(columns, rows) of a sweep-style results table; losses times exp(N(0, noise))."""
+def sweep_rows(noise: float = 1e-3, seed: int = 0, sizes=SIZES, tokens=TOKENS, unimodal=None, bimodal=None,
+               paired: bool = False, repeats: int = 1):
+    """(columns, rows) of a sweep-style results table; losses times exp(N(0, noise)).
+
+    paired: mixed runs train on d tokens of each dataset (2d in all), matching the uni-modal runs at d
+    (default: d in all, d/2 each). repeats: runs of every configuration (seeds)."""
     rng = np.random.default_rng(seed)
     uni, bi = laws(unimodal, bimodal)
     names = sorted(uni)
@@ -53,18 +57,19 @@ def sweep_rows(noise: float = 1e-3, seed: int = 0, sizes=SIZES, tokens=TOKENS, u
     def noisy(x):
         return float(x) * float(np.exp(rng.normal(0.0, noise)))
 
-    for n in sizes:
-        for d in tokens:
-            for name in names:
-                # off-dataset losses are made up (and must not be used by any fit)
-                losses = {ds: noisy(uni[name].predict(n, d)) if ds == name else OFF_DATASET_LOSS for ds in names}
-                add(f"{name}-{n:.3g}-{d:.3g}", n, {name: d}, losses)
-            for key, law in bi.items():
-                i, j = key.split("|")
-                mean = noisy(law.predict(n, d / 2, d / 2))
-                # the per-dataset losses differ; their mean is what the law describes
-                gap = 0.5 * float(uni[i].predict(n, d / 2) - uni[j].predict(n, d / 2))
-                add(f"{i}+{j}-{n:.3g}-{d:.3g}", n, {i: d / 2, j: d / 2}, {i: mean + gap, j: mean - gap})
+    for n, d, rep in ((n, d, rep) for n in sizes for d in tokens for rep in range(repeats)):
+        tag = f"-r{rep}" if repeats > 1 else ""
+        for name in names:
+            # off-dataset losses are made up (and must not be used by any fit)
+            losses = {ds: noisy(uni[name].predict(n, d)) if ds == name else OFF_DATASET_LOSS for ds in names}
+            add(f"{name}-{n:.3g}-{d:.3g}{tag}", n, {name: d}, losses)
+        for key, law in bi.items():
+            i, j = key.split("|")
+            each = d if paired else d / 2
+            mean = noisy(law.predict(n, each, each))
+            # the per-dataset losses differ; their mean is what the law describes
+            gap = 0.5 * float(uni[i].predict(n, each) - uni[j].predict(n, each))
+            add(f"{i}+{j}-{n:.3g}-{d:.3g}{tag}", n, {i: each, j: each}, {i: mean + gap, j: mean - gap})
     return columns, rows
 
 
