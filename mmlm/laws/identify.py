@@ -23,6 +23,7 @@ COND_LIMIT = 1e12
 EXPONENT_MARGIN = 0.01
 LOG_COEF_MARGIN = 1.0
 BARRIER_DECADES = 1.0
+MIN_REPEAT_DOF = 10  # repeated runs this many dof or more estimate the noise (else: residuals)
 # parameters whose interval must not be wider than their value
 WIDTH_CHECKED = {"unimodal": ("alpha", "beta"), "bimodal": ("C", "alpha", "beta")}
 
@@ -187,7 +188,8 @@ def barrier_ci(thetas: np.ndarray, names, level: float, sizes) -> dict:
 def noise_estimate(points: dict, laws: dict) -> dict:
     """Loss noise (standard deviation of log loss) of the uni-modal runs of a table.
 
-    From repeated runs (same dataset, N and D within 1%) when there are any: that is the noise itself.
+    From repeated runs (same dataset, N and D within 1%) when they give MIN_REPEAT_DOF degrees of
+    freedom or more: that is the noise itself (a few near-duplicate points say little).
     Otherwise from the laws' residuals (dof-corrected): noise plus any misfit of the law, so an upper
     estimate. Both are given when both exist."""
     from .forms import make_problem
@@ -205,6 +207,8 @@ def noise_estimate(points: dict, laws: dict) -> dict:
     out = {"residuals": {"sigma": resid if finite else None, "by_law": {k: (v if np.isfinite(v) else None)
                                                                        for k, v in by_law.items()}}}
     if dof:
+        out["repeats"] = {"sigma": rep, "dof": dof}
+    if dof >= MIN_REPEAT_DOF:
         out.update(sigma=rep, method="repeats", dof=dof)
     elif finite:
         out.update(sigma=resid, method="residuals")
