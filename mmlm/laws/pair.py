@@ -114,6 +114,16 @@ def refit(pts: Points, use_matched: bool = True, centre=None) -> tuple[UnimodalL
     return li, lj, law
 
 
+def distinct(values, factor: float) -> list[float]:
+    """Sorted values, one per group of values within `factor` of the group's first (runs of one size
+    whose parameter counts, or of one budget whose drawn tokens, differ a little)."""
+    out: list[float] = []
+    for v in np.sort(np.asarray(values, dtype=float)):
+        if not out or v > out[-1] * factor:
+            out.append(float(v))
+    return out
+
+
 def sigma_of(law: UnimodalLaw, u: dict) -> float:
     return identify.residual_sigma(law.theta_, make_problem(u["N"], u["D"], u["loss"]))
 
@@ -154,8 +164,8 @@ def fit_pair(pts: Points, law_i: UnimodalLaw, law_j: UnimodalLaw, method: str = 
     law.extra_ = {
         "identifiable": ok, "why": why, "ci_level": level, "ci_barrier": ci_barrier,
         "matched": [bool(x) for x in matched], "n_matched": int(matched.sum()), "sigma": sig_m,
-        "design": {"sizes": sorted({float(x) for x in m["N"]}),
-                   "tokens_i": sorted({float(x) for x in m["Di"]}), "tokens_j": sorted({float(x) for x in m["Dj"]})},
+        "design": {"sizes": distinct(m["N"], SAME_SIZE), "tokens_i": distinct(m["Di"], 1.1),
+                   "tokens_j": distinct(m["Dj"], 1.1)},
     }
     return law
 
