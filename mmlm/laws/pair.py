@@ -11,9 +11,9 @@ Then -C + A / N^alpha + B / (Di + Dj)^beta is fitted to mixed - separate (Bimoda
 
 Intervals: a parametric bootstrap of the whole pipeline. Each resample simulates every uni-modal and
 mixed run of the study from the fitted laws with log-normal noise at the estimated scale (uni-modal:
-each law's residual scale; mixed: its residual scale less the matched base's share, never below the
-uni-modal one), refits both uni-modal laws, re-matches and refits the pair. The design stays fixed, so
-no resample loses a whole size, and the uni-modal uncertainty enters the pair intervals. The same
+each law's residual scale, or the noise measured on repeated runs where there are enough; mixed: its
+residual scale less the matched base's share, never below the uni-modal one), refits both uni-modal
+laws, re-matches and refits the pair. The design stays fixed, so no resample loses a whole size, and the uni-modal uncertainty enters the pair intervals. The same
 simulation (design.py) tells a researcher before the runs how precise a grid will be.
 """
 from __future__ import annotations
@@ -130,14 +130,19 @@ def sigma_of(law: UnimodalLaw, u: dict) -> float:
 
 def fit_pair(pts: Points, law_i: UnimodalLaw, law_j: UnimodalLaw, method: str = "fast", resamples: int = DEFAULT_RESAMPLES,
              level: float = DEFAULT_LEVEL, seed: int = 0, use_matched: bool = True, barrier_sizes=None,
-             on_progress=None) -> BimodalLaw:
+             noise: float | None = None, on_progress=None) -> BimodalLaw:
     """The pair law with intervals of its parameters and its barrier, and its identifiability.
 
+    noise: the uni-modal runs' measured noise (from repeated runs), if known; otherwise each law's
+    residual scale stands in for it (noise plus misfit: wider intervals).
     The returned law carries `ci_` and `extra_` (identifiable, why, ci_barrier, matched, sigma, ...)."""
     from . import fitting
 
     law, matched = fit_points(pts, law_i, law_j, method, use_matched)
-    sig_i, sig_j = sigma_of(law_i, pts.ui), sigma_of(law_j, pts.uj)
+    if noise is not None and np.isfinite(noise) and noise > 0:
+        sig_i = sig_j = float(noise)
+    else:
+        sig_i, sig_j = sigma_of(law_i, pts.ui), sigma_of(law_j, pts.uj)
     sig_m = _sigma_mixed(law, matched, sig_i, sig_j)
     m = pts.mixed
     sizes = sorted(set(np.round(m["N"], 0))) if barrier_sizes is None else list(barrier_sizes)

@@ -130,7 +130,9 @@ def fit_table(
         pts = out.points[key]
         tick = progress(key, resamples)
         study = pair.Points(out.points[i], out.points[j], pts)
-        law = pair.fit_pair(study, out.unimodal[i], out.unimodal[j], method, resamples, level, seed, on_progress=tick)
+        measured = out.noise["sigma"] if out.noise.get("method") == "repeats" else None
+        law = pair.fit_pair(study, out.unimodal[i], out.unimodal[j], method, resamples, level, seed,
+                            noise=measured, on_progress=tick)
         _dof_warning(law, len(pts["loss"]))
         out.bimodal[key] = law
         if tick:

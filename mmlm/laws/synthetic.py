@@ -23,6 +23,20 @@ TOKENS = np.logspace(8, 10.5, 6)
 OFF_DATASET_LOSS = 99.0  # the loss written for datasets a run did not train on
 
 
+class CoupledLaw:
+    """A uni-modal truth that is *not* of the Chinchilla form: E + [(A/N^alpha)^(1/q) + (B/D^beta)^(1/q)]^q
+    (q = 1 is Chinchilla's), for testing estimators against a law they cannot fit exactly."""
+
+    def __init__(self, law: UnimodalLaw, q: float):
+        self.law, self.q = law, q
+
+    def predict(self, N, D) -> np.ndarray:
+        N, D = np.broadcast_arrays(np.asarray(N, dtype=float), np.asarray(D, dtype=float))
+        lw = self.law
+        a, b = lw.A_ / N**lw.alpha_, lw.B_ / D**lw.beta_
+        return lw.E_ + (a ** (1 / self.q) + b ** (1 / self.q)) ** self.q
+
+
 def laws(unimodal=None, bimodal=None):
     """UnimodalLaw / BimodalLaw objects with the given (default: the module's) coefficients."""
     uni = {k: UnimodalLaw.from_dict(v) for k, v in (unimodal or UNIMODAL).items()}
