@@ -13,8 +13,9 @@ Intervals: a parametric bootstrap of the whole pipeline. Each resample simulates
 mixed run of the study from the fitted laws with log-normal noise at the estimated scale (uni-modal:
 each law's residual scale, or the noise measured on repeated runs where there are enough; mixed: its
 residual scale less the matched base's share, never below the uni-modal one), refits both uni-modal
-laws, re-matches and refits the pair. The design stays fixed, so no resample loses a whole size, and the uni-modal uncertainty enters the pair intervals. The same
-simulation (design.py) tells a researcher before the runs how precise a grid will be.
+laws, re-matches and refits the pair. The design stays fixed, so no resample loses a whole size, and
+the uni-modal uncertainty enters the pair intervals. The same simulation (design.py) tells a
+researcher before the runs how precise a grid will be.
 """
 from __future__ import annotations
 
