@@ -30,6 +30,7 @@ demo: $(STAMP)
 	@echo "demo done: laws in $(DEMO_OUT)/laws/report.md, training phenomena in $(DEMO_OUT)/analysis/, samples in $(DEMO_OUT)/samples/"
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 test-all: $(STAMP)

@@ -7,6 +7,8 @@ from setuptools import Extension, setup
 extensions = [
     Extension("mmlm.kernels._interleave", ["kernels/_interleave.pyx"],
               extra_compile_args=["-O3", "-ffp-contract=off"]),
+    # the scaling-law fit's objective and polish (ahead of time: no JIT start-up in `mmlm fit`)
+    Extension("mmlm.kernels._lawfit", ["kernels/_lawfit.pyx"], extra_compile_args=["-O3", "-ffp-contract=off"]),
 ]
 
 setup(ext_modules=cythonize(extensions, language_level=3))

@@ -18,13 +18,7 @@ One torch thread on CPU.
 """
 from __future__ import annotations
 
-import os
-import sys
 import time
-from pathlib import Path
-
-if __name__ == "__main__" and sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)  # `python bench/generate.py` puts bench/ first, where bench/tokenize.py shadows the stdlib's
 
 import numpy as np
 import torch
@@ -159,7 +153,6 @@ def _run(quick: bool) -> list[dict]:
 
 
 if __name__ == "__main__":
-    sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib, so bench/tokenize.py shadows nothing
     from run_all import main_for
 
     main_for(run)

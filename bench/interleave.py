@@ -9,13 +9,7 @@ random place in the same token memory, so both sides read memory that is not in 
 """
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
-
-# `python bench/<file>.py` puts bench/ first on sys.path, where bench/tokenize.py would shadow the standard
-# library's tokenize (which torch and numba import): drop it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import numpy as np
 
@@ -109,7 +103,6 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib, so bench/tokenize.py shadows nothing
     from run_all import main_for
 
     main_for(run)

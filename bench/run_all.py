@@ -11,10 +11,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# bench/ holds tokenize.py (the name for the tokenizer benchmark), which would shadow the
-# standard library's tokenize module if this folder stayed first on the import path.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import datetime
 import importlib.util
@@ -24,7 +20,8 @@ import time
 import traceback
 
 HERE = Path(__file__).resolve().parent
-SUITE = ["interleave", "aggregate", "train_step", "fit", "fit_pair", "generate", "tokenize", "gpu"]
+SUITE = ["interleave", "aggregate", "train_step", "fit", "fit_pair", "generate", "tokenizers_speed", "tokenize_memory",
+         "wsd", "gpu"]
 
 
 def _load(name: str):

@@ -143,7 +143,7 @@ def _render(result: dict, out: Path) -> None:
                       f"{c['max_ratio']:.3f}", _fmt(c["first_step_above_barrier"]))
         console.print(t)
     for note in result["notes"]:
-        err_console.print(f"[dim]note: {note}[/]", highlight=False)
+        err_console.print(f"note: {note}", style="dim", highlight=False)
     console.print(f"wrote {out / 'analysis.json'}" + (f" and {len(result['plots'])} plots" if result["plots"] else ""))
 
 

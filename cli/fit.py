@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import console, print_json, progress_bar
+from .common import console, err_console, escape, print_json, progress_bar
 
 
 def fit(
@@ -21,7 +21,14 @@ def fit(
     mixture_col: Optional[str] = typer.Option(None, "--mixture-col", help="Column naming what each run trained on: 'a', or 'a+b' for a pair."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resamples for 90% intervals of every parameter (0: none for uni-modal laws; a pair always gets 200, its identifiability needs them)."),
     exclude_top_loss: int = typer.Option(0, "--exclude-top-loss", min=0, help="Drop the K highest-loss points of each law (Epoch: 5 for Chinchilla)."),
-    holdout: str = typer.Option("none", "--holdout", help="largest: refit without the largest model size and report the error predicting it; none."),
+    holdout: str = typer.Option("none", "--holdout", help="Refit without these points and report the errors predicting them: largest, sizes:K (the K largest sizes), 'N>=1e10', 'D>3e11' (>=, >, <=, <), or none."),
+    objective: str = typer.Option("huber-log", "--objective", help="huber-log (Huber, delta 1e-3, on log loss: Hoffmann, Epoch) or lsq (least squares on the loss: Gadre et al.)."),
+    tie_exponents: bool = typer.Option(False, "--tie-exponents", help="One exponent for N and D: alpha = beta."),
+    law: str = typer.Option("chinchilla", "--law", help="chinchilla (E + A/N^alpha + B/D^beta) or data-constrained (Muennighoff et al.: needs --unique-col)."),
+    unique_col: Optional[str] = typer.Option(None, "--unique-col", help="Column of the unique tokens U_D of each run (repeated data; --law data-constrained)."),
+    isoflop: bool = typer.Option(False, "--isoflop", help="Also Chinchilla's Approach 2: a parabola per compute budget, N*(C) ~ C^a, D*(C) ~ C^b, L*(C)."),
+    isoflop_curve: str = typer.Option("parabola", "--isoflop-curve", help="The curve whose minimum is N*(C): parabola (Approach 2, through the lowest point and 2 neighbours each side) or akima (Porian et al.'s spline)."),
+    group_col: Optional[str] = typer.Option(None, "--group-col", help="Column(s), comma-separated, splitting the table into separate IsoFLOP analyses (configurations)."),
     method: str = typer.Option("fast", "--method", help="fast (variable projection + compiled polish) or reference (L-BFGS-B from Epoch's 4,500-start grid)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Processes for the bootstrap (0: one per CPU core)."),
@@ -32,18 +39,42 @@ def fit(
     from mmlm.errors import MmlmError
     from mmlm.laws.forms import METHODS
     from mmlm.laws.report import write_outputs
-    from mmlm.laws.results import HOLDOUTS, fit_table
+    from mmlm.laws import holdout as holdouts
+    from mmlm.laws.forms import OBJECTIVES
+    from mmlm.laws.results import LAWS, fit_table
     from mmlm.laws.table import read_table
 
     # (SciPy, Numba and matplotlib are imported only once the fitting and plotting start, so bad
     # input is reported at once.)
+    if out.exists() and not out.is_dir():  # before the fit, which may take minutes
+        raise MmlmError(f"--out {out}: exists and is not a folder")
     if method not in METHODS:
         raise MmlmError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    if holdout not in HOLDOUTS:
-        raise MmlmError(f"--holdout must be one of {', '.join(HOLDOUTS)}, got {holdout!r}")
-    table = read_table(results, n_col, d_col, flops_col, loss_col, dataset_col, mixture_col)
+    holdouts.parse(holdout)
+    if objective not in OBJECTIVES:
+        raise MmlmError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if law not in LAWS:
+        raise MmlmError(f"--law must be one of {', '.join(LAWS)}, got {law!r}")
+    if law == "data-constrained" and not unique_col:
+        raise MmlmError("--law data-constrained needs --unique-col (the unique tokens of each run)")
+    if law == "data-constrained" and (method != "fast" or objective != "huber-log"):
+        raise MmlmError("--law data-constrained is fitted by its own method on the huber-log objective; "
+                        "leave --method and --objective at their defaults")
+    from mmlm.laws.isoflop import CURVES
+
+    if isoflop_curve not in CURVES:
+        raise MmlmError(f"--isoflop-curve must be one of {', '.join(CURVES)}, got {isoflop_curve!r}")
+    if group_col and not isoflop:
+        raise MmlmError("--group-col only splits the --isoflop analysis; add --isoflop")
+    table = read_table(results, n_col, d_col, flops_col, loss_col, dataset_col, mixture_col,
+                       unique_col=unique_col, group_col=group_col)
+    if table.duplicates:
+        err_console.print(f"warning: {results}: {table.duplicates} duplicated row(s) (identical to an earlier row); "
+                          f"each is fitted as a separate point", style="yellow", highlight=False, soft_wrap=True)
     options = dict(method=method, bootstrap=bootstrap, exclude_top_loss=exclude_top_loss, holdout=holdout,
-                   seed=seed, jobs=jobs or os.cpu_count() or 1)
+                   seed=seed, jobs=jobs or os.cpu_count() or 1, objective=objective,
+                   tie_exponents=tie_exponents, law=law, isoflop=isoflop,
+                   isoflop_curve=isoflop_curve)
     if bootstrap or method == "reference":
         with progress_bar() as bar:
             tasks: dict[str, int] = {}
@@ -62,13 +93,40 @@ def fit(
         print_json(laws)
         return
     _show(laws)
+    if laws.get("isoflop"):
+        _show_isoflop(laws["isoflop"])
+    from mmlm.laws.holdout import describe
+
+    for kind in ("unimodal", "bimodal"):
+        for name, d in laws[kind].items():
+            if d.get("law") == "data-constrained":
+                console.print(f"data-constrained {name}: R_D* = {_num(d['R_D'])}, R_N* = {_num(d['R_N'])}")
+            if d.get("holdout"):
+                console.print(f"holdout {name}: {describe(d['holdout'])}")
     for kind in ("unimodal", "bimodal"):
         for name, d in laws[kind].items():
             for w in d["warnings"]:
-                console.print(f"[yellow]warning (!):[/] {name}: {w}")
+                console.print(f"[yellow]warning (!):[/] {escape(name)}: {escape(w)}", markup=True)
     _show_identifiability(laws)
-    console.print(f"wrote [bold]{out / 'laws.json'}[/] and [bold]{out / 'report.md'}[/]"
-                  + ("" if no_plots else " with the plots"))
+    console.print(f"wrote [bold]{escape(str(out / 'laws.json'))}[/] and [bold]{escape(str(out / 'report.md'))}[/]"
+                  + ("" if no_plots else " with the plots"), markup=True)
+
+
+def _show_isoflop(iso: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title="IsoFLOP analysis (Approach 2)  N* ~ C^a, D* ~ C^b, L*(C) = E + A C^-alpha")
+    for c in ("group", "budgets", "a", "a interval", "b", "b interval", "L*: E", "A", "alpha"):
+        t.add_column(c, justify="left" if c == "group" else "right")
+    for key, g in iso.items():
+        ci, ll = g.get("ci") or {}, g.get("loss_law") or {}
+        iv = lambda k: f"{_num(ci[k][0])} - {_num(ci[k][1])}" if k in ci else "-"  # noqa: E731
+        t.add_row(key, f"{len(g['optima'])}/{len(g['optima']) + len(g['skipped'])}", _num(g["a"]), iv("a"),
+                  _num(g["b"]), iv("b"), _num(ll.get("E")), _num(ll.get("A")), _num(ll.get("alpha")))
+    console.print(t)
+    for key, g in iso.items():
+        if g.get("warning"):
+            console.print(f"[yellow]warning (!):[/] isoflop {escape(key)}: {escape(g['warning'])}", markup=True)
 
 
 def _num(x) -> str:
@@ -85,13 +143,14 @@ def _show_identifiability(laws: dict) -> None:
     for kind, what in (("unimodal", "uni-modal law"), ("bimodal", "pair law")):
         for name, d in laws[kind].items():
             if d.get("identifiable") is False:
-                console.print(f"[bold red]warning: the {what} {name} is NOT IDENTIFIABLE from these runs[/] "
-                              f"(do not plan from it): " + "; ".join(d.get("why") or []))
+                console.print(f"[bold red]warning: the {what} {escape(name)} is NOT IDENTIFIABLE from these runs[/] "
+                              f"(do not plan from it): " + escape("; ".join(d.get("why") or [])), markup=True)
 
 
 def _show(laws: dict) -> None:
     """One table of coefficients per law kind, then one of bootstrap intervals when there are any."""
     from rich.table import Table
+    from rich.text import Text
 
     for kind, title, params, extra in (
         ("unimodal", "uni-modal laws  L = E + A/N^alpha + B/D^beta", ("E", "A", "B", "alpha", "beta"), True),
@@ -105,7 +164,7 @@ def _show(laws: dict) -> None:
             t.add_column(c, justify="right")
         for name, d in laws[kind].items():
             flag = " [yellow]![/]" if d["warnings"] else ""
-            t.add_row(name + flag, *(_num(d[k]) for k in params), _num(d["objective"]), str(d["n_points"]),
+            t.add_row(Text.from_markup(escape(name) + flag), *(_num(d[k]) for k in params), _num(d["objective"]), str(d["n_points"]),
                       *((_num(d["holdout_error"]),) if extra else ()))
         console.print(t)
         if any(d["ci"] for d in laws[kind].values()):

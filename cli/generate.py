@@ -30,17 +30,19 @@ def generate(
     """Sample text, code, images, speech or molecules from a trained run, prompted by any modality."""
     import json
 
-    from mmlm.generate import SampleSettings, generate as sample, load_run, read_prompts, write_samples
+    from mmlm.atomic import check_output_dir
+    from mmlm.generate import SampleSettings, earlier_output, generate as sample, load_run, read_prompts, write_samples
 
     settings = SampleSettings(num_samples=num_samples, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
                               top_p=top_p, cfg_scale=cfg_scale, seed=seed)
     settings.check()
+    check_output_dir(out, earlier_output)  # before any work: a bad --out fails at once
     prompts = read_prompts(text=prompt, image=prompt_image, audio=prompt_audio, smiles=prompt_smiles)
     loaded = load_run(run, device)
     with _Progress() as on_step:
         samples = sample(loaded, prompts, modality, settings, on_step=on_step)
     write_samples(samples, out)
-    records = [json.loads(line) for line in (out / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text(encoding="utf-8").split("\n") if line]
     if json_out:
         print_json(records)
         return

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .common import console, print_json
+from .common import console, escape, print_json
 
 app = typer.Typer(help=__doc__, no_args_is_help=True)
 
@@ -131,15 +131,17 @@ def barrier(
         print_json(res)
         return
     if forced:
-        console.print(f"[bold red]{forced}[/]")
-    console.print(f"[bold]{key}[/]: synergy C = {_num(res['C'])}; competition A/N^alpha + B/D^beta with "
-                  f"A = {_num(res['A'])}, alpha = {_num(res['alpha'])}, B = {_num(res['B'])}, beta = {_num(res['beta'])}")
+        console.print(f"[bold red]{escape(forced)}[/]", markup=True)
+    console.print(f"[bold]{escape(key)}[/]: synergy C = {_num(res['C'])}; competition A/N^alpha + B/D^beta with "
+                  f"A = {_num(res['A'])}, alpha = {_num(res['alpha'])}, B = {_num(res['B'])}, beta = {_num(res['beta'])}",
+                  markup=True)
     if res["n_min"] is None:
         console.print("synergy is never reached: C is not above A/N^alpha at any N")
     else:
         ci = (res["ci_barrier"] or {}).get("n_min")
         within = f" (interval {_num(ci[0])} - {_num(ci[1]) if ci[1] is not None else 'unbounded'})" if ci else ""
-        console.print(f"smallest N at which synergy is possible at all (D -> infinity): [bold]{_num(res['n_min'])}[/]{within}")
+        console.print(f"smallest N at which synergy is possible at all (D -> infinity): [bold]{_num(res['n_min'])}[/]{within}",
+                      markup=True)
         t = Table(title="barrier: beyond D one mixed model beats two separate ones of the same size")
         t.add_column("N", justify="right")
         t.add_column("D = Di + Dj", justify="right")
@@ -150,7 +152,7 @@ def barrier(
         p = res["point"]
         colour = "green" if p["side"] == "synergy" else "red"
         console.print(f"N = {_num(p['n'])}, D = {_num(p['d'])}: synergy {_num(p['synergy'])} vs competition "
-                      f"{_num(p['competition'])} -> [{colour}]{p['side']}[/] side (margin {_num(p['margin'])})")
+                      f"{_num(p['competition'])} -> [{colour}]{p['side']}[/] side (margin {_num(p['margin'])})", markup=True)
 
 
 @app.command("plan")
@@ -177,7 +179,7 @@ def plan(
         print_json(res)
         return
     if forced:
-        console.print(f"[bold red]{forced}[/]")
+        console.print(f"[bold red]{escape(forced)}[/]", markup=True)
     i, j = key.split("|", 1)
     m, s = res["mixed"], res["separate"]
     t = Table(title=f"{key} at C = {_num(res['flops'])} FLOPs: mean loss of the two datasets")
@@ -196,8 +198,8 @@ def plan(
     console.print(t)
     against = ("the best free separate plan (each model compute-optimal)" if res["compared_with"] == "separate_free"
                else "separate models at the same per-dataset tokens")
-    console.print(f"winner at C = {_num(res['flops'])}: [bold]{res['winner']}[/] "
-                  f"(mixed vs {against}, by {_num(res['advantage'])} in mean loss)")
+    console.print(f"winner at C = {_num(res['flops'])}: [bold]{escape(str(res['winner']))}[/] "
+                  f"(mixed vs {against}, by {_num(res['advantage'])} in mean loss)", markup=True)
     console.print(f"at equal per-dataset tokens (the paper's comparison): {res['winner_equal_tokens']} "
                   f"(by {_num(res['advantage_equal_tokens'])})")
 
@@ -247,11 +249,11 @@ def design(
     with progress_bar() as bar:
         task = bar.add_task("simulated studies", total=seeds)
         res = design_of(laws, pair, on_progress=lambda k: bar.advance(task, k), **kwargs)
-    console.print(f"[bold]{res['pair']}[/]: {len(res['sizes'])} sizes x {len(res['tokens'])} budgets "
+    console.print(f"[bold]{escape(res['pair'])}[/]: {len(res['sizes'])} sizes x {len(res['tokens'])} budgets "
                   f"({res['runs']['unimodal_each']} uni-modal runs per dataset, {res['runs']['mixed']} mixed) "
-                  f"at {100 * res['noise']:.3g}% noise, {res['seeds']} simulated studies")
+                  f"at {100 * res['noise']:.3g}% noise, {res['seeds']} simulated studies", markup=True)
     if "warning" in res:
-        console.print(f"[bold red]warning:[/] {res['warning']}")
+        console.print(f"[bold red]warning:[/] {escape(res['warning'])}", markup=True)
     level = f"{100 * res['level']:g}%"
     _kv_table("expected precision", {
         "P(pair law identifiable)": res["p_identifiable"],

@@ -1,15 +1,25 @@
-"""Entry point of the `mmlm` console script."""
+"""Entry point of the `mmlm` console script.
+
+Every failure ends as one line on stderr and a non-zero exit: an MmlmError (bad input, named by
+the library), a usage error (a bad option value, named by click), or an OS error (the path and the
+reason: read-only folder, a file where a folder should be, a full disk).
+"""
 from __future__ import annotations
 
 import sys
 
 import typer
 
+try:  # typer >= 0.16 vendors click; older ones use the click package
+    from typer._click import exceptions as click
+except ImportError:  # pragma: no cover
+    from click import exceptions as click
+
 from mmlm import __version__
-from mmlm.errors import MmlmError
+from mmlm.errors import MmlmError, os_error_line
 
 from . import analyze, fit, generate, law, sweep, tokenize, train
-from .common import err_console
+from .common import err_console, print_error
 
 app = typer.Typer(
     name="mmlm",
@@ -42,15 +52,41 @@ app.command("generate", help=generate.__doc__)(generate.generate)
 app.add_typer(analyze.app, name="analyze")
 
 
-def main() -> None:
+def _usage_line(e: click.UsageError) -> str:
+    """click's message (it names the option) and where help is, on one line."""
+    message = " ".join(e.format_message().split())
+    command = e.ctx.command_path if e.ctx is not None else "mmlm"
+    return f"{message} (see `{command} --help`)"
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` (default: sys.argv[1:]); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
-        app()
+        rc = app(args=argv, prog_name="mmlm", standalone_mode=False)
     except MmlmError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]")
-        sys.exit(130)
+        print_error(str(e))
+        return 1
+    except click.NoArgsIsHelpError as e:  # `mmlm tokenize` alone: the help, as click would
+        typer.echo(e.ctx.get_help() if e.ctx is not None else e.format_message(), err=True)
+        return 2
+    except click.UsageError as e:
+        print_error(_usage_line(e))
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("interrupted", style="bold red")
+        return 130
+    except OSError as e:
+        print_error(os_error_line(e))
+        return 1
+    except click.ClickException as e:  # other click errors (a bad file argument, ...)
+        print_error(" ".join(e.format_message().split()))
+        return e.exit_code or 1
+    return rc if isinstance(rc, int) else 0
+
+
+def main() -> None:
+    sys.exit(run())
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import typer
 
 from mmlm.errors import MmlmError
 
-from .common import console, err_console, print_json, progress_bar
+from .common import console, err_console, print_error, print_json, progress_bar
 
 
 def sweep(
@@ -34,6 +34,8 @@ def sweep(
 
     if (grid is None) == (preset is None):
         raise MmlmError("give a grid file or --preset demo (exactly one)")
+    if out.exists() and not out.is_dir():  # before any work (the demo preset may build its data first)
+        raise MmlmError(f"--out {out}: exists and is not a folder")
     try:
         if preset is not None:
             if preset != "demo":
@@ -50,7 +52,7 @@ def sweep(
             the_grid = load_grid(grid, data=data)
     except GridError as e:
         for problem in e.problems:
-            err_console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+            print_error(problem)
         raise typer.Exit(1)
 
     slurm = {"partition": partition, "gpus_per_run": gpus_per_run, "cpus_per_task": cpus_per_task,
@@ -61,12 +63,13 @@ def sweep(
             report = run_sweep(the_grid, out, jobs=jobs, launcher=launcher, retry_failed=retry_failed,
                                dry_run=dry_run, slurm=slurm, on_event=view.on_event)
     except KeyboardInterrupt:
-        err_console.print(f"[yellow]stopped[/]: run the same command again to continue ({view.counts_line()})")
+        err_console.print(f"[yellow]stopped[/]: run the same command again to continue ({view.counts_line()})", markup=True)
         raise typer.Exit(130)
     if json_out:
         print_json(report)
     elif dry_run:
         console.print(_plan_table(report["runs"]))
+        _print_compute(report["compute"])
     else:
         _print_report(report)
     if not dry_run and any(r["state"] == "failed" for r in report["runs"]):
@@ -84,6 +87,7 @@ def _build_demo_data(data: Path, ensure) -> None:
 
 
 def _plan_table(runs):
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -91,9 +95,21 @@ def _plan_table(runs):
     for col in ("run", "size", "mixture", "tokens", "action", "detail"):
         table.add_column(col, justify="right" if col == "tokens" else "left")
     for r in runs:
-        table.add_row(r["id"], r["size"], r["mixture"], f"{r['tokens']:,}", _ACTION_STYLE.get(r["action"], r["action"]),
-                      Text(r.get("detail", "")))
+        detail = r.get("detail", "")
+        if r.get("branch_of"):  # a cooldown branch trains only its last tokens
+            detail = (detail + "; " if detail else "") + f"branch of {r['branch_of']} from {r['start_tokens']:,} tokens"
+        table.add_row(r["id"], r["size"], r["mixture"], f"{r['tokens']:,}",
+                      Text.from_markup(_ACTION_STYLE.get(r["action"], escape(r["action"]))), Text(detail))
     return table
+
+
+def _print_compute(c: dict) -> None:
+    line = (f"training compute {c['flops']:.3g} FLOPs, {c['device_hours']:.3g} device-hours at {c['assumed_mfu']:.0%} MFU "
+            f"of {c['peak_flops']:.3g} FLOP/s ({c['peak_source']})")
+    if c["saved"] > 0:
+        line += (f"; separate runs would need {c['flops_separate']:.3g} FLOPs ({c['device_hours_separate']:.3g} "
+                 f"device-hours): branching saves {c['saved']:.0%}")
+    console.print(line, highlight=False)
 
 
 _ACTION_STYLE = {"skip": "[green]skip (done)[/]", "resume": "[cyan]resume[/]", "new": "new", "retry": "[yellow]retry[/]",
@@ -108,9 +124,9 @@ def _print_report(report) -> None:
                   f"{counts['busy']} busy elsewhere · {report['rows']} rows in {report['results']}")
     for r in report["runs"]:
         if r["state"] == "failed":
-            console.print(f"[red]failed[/] {r['id']}: {escape(r['detail'])}", highlight=False)
+            console.print(f"[red]failed[/] {escape(r['id'])}: {escape(r['detail'])}", highlight=False, markup=True)
         elif r["state"] == "busy":
-            console.print(f"[magenta]busy[/] {r['id']}: {escape(r['detail'])}", highlight=False)
+            console.print(f"[magenta]busy[/] {escape(r['id'])}: {escape(r['detail'])}", highlight=False, markup=True)
     if counts["failed"]:
         console.print("rerun with --retry-failed to try the failed runs again; errors are in runs/<id>/error.txt")
 

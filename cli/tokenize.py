@@ -121,7 +121,7 @@ def _print_summary(summary: dict) -> None:
     console.print(table)
     if summary["skipped"]:
         err_console.print(f"[yellow]skipped {summary['skipped']:,} item(s)[/] (--strict fails instead); first ones:",
-                          highlight=False, soft_wrap=True)
+                          highlight=False, soft_wrap=True, markup=True)
         for why in summary["skipped_examples"][:5]:
             err_console.print(f"  {why}", highlight=False, markup=False, soft_wrap=True)
 
@@ -136,6 +136,11 @@ def _tokenize(kind: str, inputs: List[Path], data: Path, name: Optional[str], st
         print_json(summary)
     else:
         _print_summary(summary)
+
+
+def _allow_outside():
+    return typer.Option(False, "--allow-outside", help="Read media files outside the manifest's folder "
+                        "(../x.png, /abs/path); refused by default, so a manifest from elsewhere cannot make mmlm read them.")
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -187,20 +192,22 @@ def image_text(inputs: List[Path] = _inputs('.jsonl manifest of {"image": path, 
                data: Path = _data(), name: Optional[str] = _name(), strict: bool = _strict(),
                image_size: Optional[int] = _image_size(), patch: Optional[int] = _patch(),
                codebook: Optional[int] = _codebook(), vocab_size: Optional[int] = _vocab_size(),
-               train_on: Optional[List[Path]] = _train_on(), seed: int = _seed(), json: bool = _json()) -> None:
+               train_on: Optional[List[Path]] = _train_on(), seed: int = _seed(), json: bool = _json(),
+               allow_outside: bool = _allow_outside()) -> None:
     """Image-caption pairs, caption->image or image->caption per document (drawn with --seed)."""
     _tokenize("image-text", inputs, data, name, strict, json, image_size=image_size, patch=patch,
-              codebook=codebook, vocab_size=vocab_size, train_on=train_on, seed=seed)
+              codebook=codebook, vocab_size=vocab_size, train_on=train_on, seed=seed, allow_outside=allow_outside)
 
 
 @app.command("speech-text")
 def speech_text(inputs: List[Path] = _inputs('.jsonl manifest of {"audio": path, "text": transcript}'),
                 data: Path = _data(), name: Optional[str] = _name(), strict: bool = _strict(),
                 units: Optional[int] = _units(), vocab_size: Optional[int] = _vocab_size(),
-                train_on: Optional[List[Path]] = _train_on(), seed: int = _seed(), json: bool = _json()) -> None:
+                train_on: Optional[List[Path]] = _train_on(), seed: int = _seed(), json: bool = _json(),
+                allow_outside: bool = _allow_outside()) -> None:
     """Speech-transcript pairs, transcript->speech or speech->transcript per document (drawn with --seed)."""
     _tokenize("speech-text", inputs, data, name, strict, json, units=units, vocab_size=vocab_size,
-              train_on=train_on, seed=seed)
+              train_on=train_on, seed=seed, allow_outside=allow_outside)
 
 
 @app.command("demo")

@@ -10,7 +10,7 @@ import typer
 
 from mmlm.errors import MmlmError
 
-from .common import console, err_console, print_json, progress_bar
+from .common import console, err_console, escape, print_json, progress_bar
 
 EXIT_STOPPED = 3  # training stopped early (status says why); the last good checkpoint is intact
 
@@ -41,6 +41,13 @@ def train(
     fsdp: bool = typer.Option(False, "--fsdp", help="Shard weights and optimizer state over the processes (FSDP) instead of DDP (automatic on CUDA when they do not fit one GPU)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint (settings come from its config.json)."),
     nproc: int = typer.Option(1, "--nproc", help="Processes to train with (torchrun; DDP over gloo on CPU, nccl on GPU)."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="linear (warm-up, linear decay to 10%; default) or wsd (warm-up, stable, decay)."),
+    decay_frac: Optional[float] = typer.Option(None, "--decay-frac", help="wsd: share of the updates in the final decay. Default 0.2."),
+    peak_flops: Optional[float] = typer.Option(None, "--peak-flops", help="FLOP/s that MFU is measured against (default: the device's dense bf16 datasheet peak, else a measured matmul, cached)."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile each block (off by default: no gain at the CPU sizes, seconds of compile time)."),
+    activation_checkpointing: Optional[str] = typer.Option(None, "--activation-checkpointing", help="none (default), selective (every second block) or full: recompute activations in the backward pass."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log the metrics to TensorBoard in RUN/tensorboard (needs the tensorboard extra)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show parameters, memory per device, steps, FLOPs and the estimated wall time; allocate and write nothing."),
     list_sizes: bool = typer.Option(False, "--list-sizes", help="List the model sizes with their parameter counts and exit."),
     json_out: bool = typer.Option(False, "--json", help="Print plain JSON on stdout."),
 ) -> None:
@@ -56,13 +63,21 @@ def train(
                    objective=objective, attention=attention, device=device, threads=threads,
                    eval_every=eval_every, eval_tokens=eval_tokens, ckpt_every=ckpt_every,
                    stall_tokens=stall_tokens, max_restarts=max_restarts, split_seed=split_seed,
-                   fsdp=fsdp or None, resume=resume or None, nproc=nproc)
+                   fsdp=fsdp or None, resume=resume or None, nproc=nproc, schedule=schedule, decay_frac=decay_frac,
+                   peak_flops=peak_flops, compile=compile_model or None,
+                   activation_checkpointing=activation_checkpointing, tensorboard=tensorboard or None)
+    if dry_run:
+        from mmlm.speed import dry_run as estimate
+
+        report = estimate(config_from_options(options))
+        print_json(report) if json_out else console.print(_dry_run_table(report))
+        return
     cfg = config_from_options(options)
     with _Progress() as progress:
         summary = _run_multi(cfg, progress) if nproc > 1 else _run_single(cfg, progress)
     _show_summary(summary, json_out)
     if summary["status"] != "done":
-        err_console.print(f"[bold yellow]{summary['status']}[/]", highlight=False)
+        err_console.print(summary["status"], style="bold yellow", highlight=False)
         raise typer.Exit(EXIT_STOPPED)
 
 
@@ -103,7 +118,7 @@ class _Progress:
     def _start(self) -> None:
         from rich.progress import TextColumn
 
-        self._ctx = progress_bar(TextColumn("{task.fields[info]}"))
+        self._ctx = progress_bar(TextColumn("{task.fields[info]}", markup=False))
         self.bar = self._ctx.__enter__()
         self.task = self.bar.add_task("train", total=None, info="")
 
@@ -116,11 +131,14 @@ class _Progress:
                             info=f"{event['n_params']:,} params" + (" (resumed)" if event.get("resumed") else ""))
         elif kind == "step":
             evals = " ".join(f"{k[5:]} {v:.3f}" for k, v in event.items() if k.startswith("eval/") and v is not None)
-            info = f"loss {event['loss']:.4f}  {event['tokens_per_s']:,.0f} tok/s" + (f"  eval {evals}" if evals else "")
+            mfu = event.get("speed/mfu")
+            info = (f"loss {event['loss']:.4f}  {event['tokens_per_s']:,.0f} tok/s"
+                    + (f"  {event['speed/model_flops_per_s'] / 1e9:,.1f} GFLOP/s  MFU {mfu:.1%}" if mfu is not None else "")
+                    + (f"  eval {evals}" if evals else ""))
             self.bar.update(self.task, completed=event["step"], info=info)
         elif kind == "restart":
-            self.bar.console.print(f"[yellow]restart {event['restarts']}:[/] {event['reason']}; back to step "
-                                   f"{event['step']}, learning rate x{event['lr_scale']:.3f}", highlight=False)
+            self.bar.console.print(f"[yellow]restart {event['restarts']}:[/] {escape(event['reason'])}; back to step "
+                                   f"{event['step']}, learning rate x{event['lr_scale']:.3f}", highlight=False, markup=True)
 
 
 def _run_single(cfg, progress) -> dict:
@@ -157,9 +175,11 @@ def _run_multi(cfg, progress) -> dict:
         raise
     drain.join(timeout=10)
     if summary is None:
+        from mmlm.errors import last_error_line
+
         reasons = [e.strip()[len("error: "):] for e in errors if e.startswith("error: ")]
-        tail = next((e.strip() for e in reversed(errors) if e.strip()), "no output")
-        raise MmlmError(reasons[0] if reasons else f"training processes failed (exit code {rc}): {tail}")
+        why = last_error_line("".join(errors)) or "no error message"
+        raise MmlmError(reasons[0] if reasons else f"training processes failed (exit code {rc}): {why}")
     return summary
 
 
@@ -178,4 +198,35 @@ def _show_summary(summary: dict, json_out: bool) -> None:
     for name, v in summary["eval_loss"].items():
         t.add_row(f"eval loss {name}", "-" if v is None else f"{v:.4f}")
     t.add_row("spikes / restarts", f"{summary['spikes']} / {summary['restarts']}")
+    if summary.get("tokens_per_second"):
+        t.add_row("wall / training seconds", f"{summary['wall_seconds']:.1f} / {summary['train_seconds']:.1f}")
+        t.add_row("tokens/s, model FLOP/s", f"{summary['tokens_per_second']:,.0f}, {summary['model_flops_per_second']:.3g}")
+        t.add_row("MFU", f"{summary['mfu']:.1%} of {summary['peak_flops']:.3g} FLOP/s" + (" (peak exceeded: check it)" if summary.get("peak_exceeded") else ""))
+        t.add_row("peak", summary["peak_source"])
     console.print(t)
+
+
+def _gb(x: float) -> str:
+    return f"{x / 2**30:.2f} GiB"
+
+
+def _dry_run_table(r: dict):
+    from rich.table import Table
+
+    t = Table(title=f"dry run: {r['size']} on {r['devices']} {r['device']} device(s)" + (" with FSDP" if r["fsdp"] else ""),
+              show_header=False)
+    t.add_column(justify="left")
+    t.add_column(justify="right")
+    t.add_row("parameters", f"{r['n_params']:,} ({r['n_params_nonembed']:,} non-embedding)")
+    t.add_row("updates x batch tokens", f"{r['steps']:,} x {r['batch_tokens']:,} = {r['tokens']:,} tokens")
+    t.add_row("FLOPs (per token)", f"{r['flops']:.3g} ({r['flops_per_token']:,})")
+    t.add_row("memory per device: weights", _gb(r["bytes_weights"]))
+    t.add_row("  gradients", _gb(r["bytes_grads"]))
+    t.add_row("  AdamW states", _gb(r["bytes_adam"]))
+    t.add_row(f"  activations ({r['micro_rows']} rows per micro-batch, checkpointing {r['activation_checkpointing']})",
+              _gb(r["bytes_activations"]))
+    t.add_row("  total", _gb(r["bytes_total"]))
+    if r["seconds"] is not None:
+        t.add_row(f"estimated wall time (MFU {r['assumed_mfu']:.0%})", f"{r['seconds'] / 3600:.3g} h ({r['device_hours']:.3g} device-hours)")
+    t.add_row("peak", f"{r['peak_flops']:.3g} FLOP/s: {r['peak_source']}" if r["peak_flops"] else r["peak_source"])
+    return t

@@ -17,14 +17,16 @@ tensors: arrays go to the safetensors file, and the JSON keeps a {"__array__": k
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import atomic
+from . import atomic, jsonio
 from .shards import file_sha256
 from .errors import MmlmError
 
@@ -84,7 +86,7 @@ def read_tree(folder: Path, name: str):
     from safetensors.numpy import load_file
 
     arrays = load_file(str(folder / f"{name}.safetensors"))
-    return _join(json.loads((folder / f"{name}.json").read_text(encoding="utf-8")), arrays)
+    return _join(jsonio.loads((folder / f"{name}.json").read_bytes()), arrays)
 
 
 # ---- checkpoints -----------------------------------------------------------------------------
@@ -157,7 +159,7 @@ def verify(ckpt: Path) -> dict:
     """The manifest of a checkpoint whose files all match their checksums, else MmlmError."""
     mpath = ckpt / "manifest.json"
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        manifest = jsonio.loads(mpath.read_bytes())
         sums = manifest["sha256"]
         if manifest.get("format") != FORMAT:
             raise ValueError(f"format {manifest.get('format')!r}")
@@ -191,11 +193,80 @@ def republish(run: Path, ckpt: Path) -> None:
         publish_weights(run, ckpt)
 
 
+MAX_HEADER = 100 << 20  # a safetensors header larger than this is not one of ours
+
+
+def check_safetensors(path: str | Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Read the header of a safetensors file without loading it: {tensor name: (dtype, shape)}.
+    Anything else (a Python pickle, a torch.save zip, a truncated or foreign file) is refused with
+    an MmlmError before any loader sees it: weights are only ever loaded from safetensors."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+            n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
+            header = (head[8:] + f.read(n - 1)) if 2 <= n <= min(size - 8, MAX_HEADER) else b""
+    except FileNotFoundError:
+        raise MmlmError(f"{path}: no such file (the run has no weights yet)") from None
+    except OSError as e:
+        raise MmlmError(f"{path}: cannot read ({e.strerror or e})") from None
+    what = None
+    if head[:1] == b"\x80":
+        what = "it is a Python pickle"
+    elif head[:4] == b"PK\x03\x04":
+        what = "it is a zip archive, as torch.save writes"
+    elif len(head) < 9:
+        what = "too short"
+    elif not header or head[8:9] != b"{":
+        what = "no safetensors header"
+    tensors: dict[str, tuple[str, tuple[int, ...]]] = {}
+    if what is None:
+        try:
+            meta = jsonio.loads(header)
+            end = 0
+            for name, info in meta.items():
+                if name == "__metadata__":
+                    continue
+                shape = tuple(int(d) for d in info["shape"])
+                lo, hi = (int(x) for x in info["data_offsets"])
+                if min(shape, default=0) < 0 or not 0 <= lo <= hi:
+                    raise ValueError(f"tensor {name}: bad shape or offsets")
+                tensors[name] = (str(info["dtype"]), shape)
+                end = max(end, hi)
+            if 8 + n + end > size:
+                raise ValueError(f"the header describes {end} bytes of tensors, the file holds {size - 8 - n}")
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            what = f"unreadable header: {e}"
+    if what:
+        raise MmlmError(f"{path}: not a safetensors file ({what}); refused: weights are only ever loaded from safetensors")
+    return tensors
+
+
+def check_fits(path: Path, tensors: dict[str, tuple[str, tuple[int, ...]]], model_cfg, where: str) -> None:
+    """The weights' header against the shapes `model_cfg` gives (computed on the meta device, so a
+    config asking for a billion-id vocabulary allocates nothing): refuse any mismatch."""
+    from .model import GPT
+
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in GPT(model_cfg).state_dict().items()}
+    except (TypeError, ValueError, RuntimeError, MmlmError) as e:
+        raise MmlmError(f"{where}: not a buildable model ({e})") from None
+    if set(tensors) != set(expected):
+        diff = sorted(set(tensors) ^ set(expected))
+        raise MmlmError(f"{path}: weights do not fit the model of {where} (differing tensors: {', '.join(diff[:3])})")
+    for k, (_, shape) in tensors.items():
+        if shape != expected[k]:
+            raise MmlmError(f"{path}: tensor {k} has shape {shape}, the model of {where} needs {expected[k]}")
+
+
 def load_weights(path: str | Path, model: torch.nn.Module) -> None:
     """Load a safetensors file into a model, with a one-line error on any mismatch."""
     from safetensors.torch import load_file
 
     path = Path(path)
+    check_safetensors(path)
     try:
         weights = load_file(str(path))
     except Exception as e:
@@ -210,17 +281,35 @@ def load_weights(path: str | Path, model: torch.nn.Module) -> None:
     model.load_state_dict(weights)
 
 
+def build_model(weights: str | Path, model_cfg, where: str, device: str | torch.device = "cpu", attention: str = "sdpa"):
+    """The one model loader (generate, analyze): check the safetensors header against `model_cfg`,
+    check the memory the model needs, then build it and load the weights; GPT in eval mode."""
+    from .bounds import check_memory
+    from .model import GPT
+
+    weights = Path(weights)
+    tensors = check_safetensors(weights)
+    check_fits(weights, tensors, model_cfg, where)
+    n_values = sum(math.prod(shape) for _, shape in tensors.values())
+    check_memory(8 * n_values, f"{where}", "the model and its weights (4 bytes per parameter, twice)")
+    model = GPT(model_cfg, attention=attention)
+    load_weights(weights, model)
+    return model.to(device).eval()
+
+
 def load_model(run: str | Path, device: str | torch.device = "cpu", attention: str = "sdpa"):
     """(GPT in eval mode, RUN/config.json as a dict) of a trained run, e.g. for generation."""
-    from .model import GPT, GPTConfig
+    from .model import GPTConfig
 
     run = Path(run)
     cpath = run / "config.json"
+    config = jsonio.read_json(cpath, "training run config")
     try:
-        config = json.loads(cpath.read_text(encoding="utf-8"))
         mcfg = GPTConfig.from_json(config["model"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        for k in ("n_layer", "n_head", "d_model", "vocab_size", "seq_len"):
+            v = getattr(mcfg, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"model.{k} is {v!r}, not a positive integer")
+    except (ValueError, KeyError, TypeError) as e:
         raise MmlmError(f"{cpath}: not a training run's config ({e})") from None
-    model = GPT(mcfg, attention=attention)
-    load_weights(run / WEIGHTS, model)
-    return model.to(device).eval(), config
+    return build_model(run / WEIGHTS, mcfg, str(cpath), device, attention), config

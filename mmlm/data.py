@@ -51,6 +51,10 @@ def parse_mix(spec: str) -> dict[str, float]:
         raise MmlmError("--mix: no datasets given (e.g. --mix text=0.5,code=0.5)")
     if len(mix) >= PAD_ID:
         raise MmlmError(f"--mix: {len(mix)} datasets, at most {PAD_ID - 1}")
+    total = sum(mix.values())
+    for name, w in mix.items():
+        if not w / total > 1e-12:  # a share that rounds to nothing (1e-320 next to 1)
+            raise MmlmError(f"--mix {spec!r}: weight of {name!r} is a negligible share of the total ({w:g} of {total:g})")
     return mix
 
 

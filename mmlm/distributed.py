@@ -10,6 +10,7 @@ tensors (no "module." prefixes; FSDP shards gathered to rank 0) for plain, DDP a
 """
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import torch
 import torch.distributed as torch_dist
 
 from .errors import MmlmError
+from .subprocs import SAFE_ENV
 
 
 @dataclass
@@ -129,7 +131,7 @@ def load_states(model: torch.nn.Module, optimizer: torch.optim.Optimizer, weight
 
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
     """The command that runs `python -m mmlm.train ARGV` in `nproc` processes on this machine."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+    return [sys.executable, "-P", "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
             "-m", "mmlm.train", *argv]
 
 
@@ -137,7 +139,41 @@ def launch(nproc: int, argv: list[str], env: dict | None = None) -> subprocess.P
     """Start the processes; rank 0 writes one JSON event per line on stdout (see `mmlm.train.main`)."""
     if nproc < 1:
         raise MmlmError(f"--nproc {nproc}: must be at least 1")
-    env = {**os.environ, **(env or {})}
+    env = {**os.environ, **SAFE_ENV, **(env or {})}
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     return subprocess.Popen(torchrun_command(nproc, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, bufsize=1)
+
+
+# ---- per-block options: activation checkpointing and torch.compile --------------------------------
+
+AC_MODES = ("none", "selective", "full")
+
+
+def check_options(activation_checkpointing: str, peak_flops: float | None) -> None:
+    if activation_checkpointing not in AC_MODES:
+        raise MmlmError(f"--activation-checkpointing {activation_checkpointing!r}: choose from {', '.join(AC_MODES)}")
+    if peak_flops is not None and not (math.isfinite(peak_flops) and peak_flops > 0):
+        raise MmlmError(f"--peak-flops {peak_flops}: must be a positive number of FLOP/s (e.g. 989e12)")
+
+
+def apply_block_options(model: torch.nn.Module, activation_checkpointing: str = "none", compile: bool = False) -> None:
+    """In place, before wrapping (the order of torchtitan: checkpointing, compile, then FSDP):
+    recompute the activations of every block (full) or every second block (selective, torchtitan's
+    per-layer selective checkpointing) in the backward pass, and torch.compile each block.
+
+    Both keep parameter names and the state dict unchanged, so checkpoints stay interchangeable."""
+    from torch.utils.checkpoint import checkpoint
+
+    for i, block in enumerate(model.blocks):
+        if activation_checkpointing == "full" or (activation_checkpointing == "selective" and i % 2 == 0):
+            inner = block.forward
+
+            def forward(x, cache=None, layer=0, _inner=inner):
+                if cache is not None or not torch.is_grad_enabled():  # decoding and evaluation: nothing to save
+                    return _inner(x, cache, layer)
+                return checkpoint(_inner, x, cache, layer, use_reentrant=False)
+
+            block.forward = forward
+        if compile:
+            block.compile(dynamic=False)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -48,26 +47,6 @@ DONE_CHECK_EVERY = 8  # steps between checks that every row has finished (each c
 
 
 # ---- the run -----------------------------------------------------------------------------------
-
-def _check_safetensors(path: Path) -> None:
-    """Refuse anything that is not a safetensors file before a loader sees it (no pickle, ever)."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    size = path.stat().st_size
-    what = None
-    if head[:1] == b"\x80":
-        what = "it is a Python pickle"
-    elif head[:4] == b"PK\x03\x04":
-        what = "it is a zip archive, as torch.save writes"
-    elif len(head) < 9:
-        what = "too short"
-    else:
-        n = struct.unpack("<Q", head[:8])[0]
-        if not (2 <= n <= size - 8 and head[8:9] == b"{"):
-            what = "no safetensors header"
-    if what:
-        raise MmlmError(f"{path}: not a safetensors file ({what}); refused: weights are only ever loaded from safetensors")
-
 
 def resolve_device(name: str) -> torch.device:
     from .train import resolve_device as resolve
@@ -117,7 +96,6 @@ def load_run(path: str | Path, device: str = "auto") -> Run:
                       ("model.safetensors", "the run has no weights yet")):
         if not (path / name).is_file():
             raise MmlmError(f"{path / name}: missing ({why})")
-    _check_safetensors(path / "model.safetensors")
     dev = resolve_device(device)
     vocab = Vocab.load(path / "vocab.json")
     model, config = load_model(path, dev, attention=resolve_attention("auto", dev))
@@ -377,6 +355,18 @@ def decode_segment(run: Run, modality: str, ids: list[int]) -> tuple[Any, dict]:
     return item, info
 
 
+def _check_batch_memory(cfg, settings: SampleSettings, context: int, max_tokens: int, guided: bool) -> None:
+    """Refuse a batch whose decoding state cannot fit, before allocating it: per context (two with
+    guidance) a KV cache (keys and values of every layer and position) and a few [B, vocab] float
+    copies of the logits (scores, mask, softmax), all float32."""
+    from .bounds import check_memory
+
+    B, positions = settings.num_samples, context + max_tokens
+    per_stream = 4 * B * (2 * cfg.n_layer * positions * cfg.d_model + 4 * cfg.vocab_size + 8 * positions)
+    check_memory(per_stream * (2 if guided else 1), f"--num-samples {B}",
+                 f"the decoding state ({B} samples x {positions} positions)")
+
+
 def generate(run: Run, prompts: list[tuple[str, Any]], target: str | None, settings: SampleSettings,
              on_step: Callable[[int, int], None] | None = None) -> list[dict]:
     """Sample from a run. Returns one dict per sample: {"tokens", "segments": [{"modality", "start",
@@ -401,6 +391,7 @@ def generate(run: Run, prompts: list[tuple[str, Any]], target: str | None, setti
     if max_tokens < need:
         raise MmlmError(f"--max-tokens {max_tokens}: an image is {image_codes} codes and its end sentinel; "
                         f"use at least {need}")
+    _check_batch_memory(model.cfg, settings, len(context), max_tokens, guided)
     seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
     generator = torch.Generator(device=run.device).manual_seed(seed)
     grammar = Grammar(vocab, modalities, target, image_codes, run.device)
@@ -417,20 +408,34 @@ def generate(run: Run, prompts: list[tuple[str, Any]], target: str | None, setti
     return samples
 
 
+def earlier_output(folder: Path) -> set[str]:
+    """The names in `folder` that an earlier write_samples put there: samples.jsonl and the files it lists."""
+    from .jsonio import lines, loads
+
+    listing = folder / "samples.jsonl"
+    if not listing.is_file():
+        return set()
+    names = {listing.name}
+    try:
+        for _, line in lines(listing.read_text(encoding="utf-8")):
+            if line.strip():
+                names |= {s["file"] for s in loads(line)["segments"] if isinstance(s.get("file"), str)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()  # not a listing we wrote: nothing in the folder counts as ours
+    return names
+
+
 def write_samples(samples: list[dict], out: str | Path) -> list[Path]:
     """Write `sample-<k>.<ext>` (k from 1; `sample-<k>-<j>.<ext>` when a sample holds several segments)
     and samples.jsonl into `out`, all at once: the folder appears (or is replaced) only when complete.
-    An existing folder is replaced only when empty or a previous generate output (has samples.jsonl)."""
+    An existing folder is replaced only when empty or a previous generate output: files mmlm did not
+    write there are never deleted (the call refuses instead; see `atomic.output_dir`)."""
     from .tokenize import encode_item
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise MmlmError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "samples.jsonl").is_file():
-        raise MmlmError(f"--out {out}: folder is not empty and holds no earlier samples; choose a new or empty folder")
     files: list[Path] = []
     lines = []
-    with atomic.atomic_dir(out) as tmp:
+    with atomic.output_dir(out, earlier_output) as tmp:
         for k, sample in enumerate(samples, 1):
             segments = []
             for j, seg in enumerate(sample["segments"], 1):

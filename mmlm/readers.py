@@ -7,12 +7,16 @@ What each reader returns:
     audio        WAV/FLAC, any rate, mono or stereo -> (float32 mono waveform, sample_rate)
     smiles       .smi/.txt: first whitespace-separated field of each line; .csv: the `smiles` column
     manifest     .jsonl of {"image"|"audio": path, "text": str}; paths are relative to the manifest
+                 and must stay inside its folder (unless allow_outside)
+
+JSON lines are split on "\n" only (U+2028, U+0085 ... are valid inside JSON strings).
 """
 from __future__ import annotations
 
 import csv
 import io
-import json
+import os
+import re
 import struct
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -20,6 +24,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import MmlmError
+from .jsonio import lines, loads
 
 TEXT_EXTS = (".txt", ".md", ".jsonl")
 CODE_EXTS = (
@@ -84,13 +89,13 @@ def read_utf8(path: str | Path) -> str:
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSON-lines file."""
     path = Path(path)
-    for no, line in enumerate(read_utf8(path).splitlines(), 1):
+    for no, line in lines(read_utf8(path)):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise MmlmError(f"{path}:{no}: not valid JSON ({e.msg})") from None
+            obj = loads(line)
+        except ValueError as e:
+            raise MmlmError(f"{path}:{no}: {e}") from None
         if not isinstance(obj, dict):
             raise MmlmError(f"{path}:{no}: expected a JSON object, got {type(obj).__name__}")
         yield no, obj
@@ -99,7 +104,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
 def _field(obj: dict, key: str, path: Path, no: int) -> str:
     value = obj.get(key)
     if not isinstance(value, str):
-        why = "missing" if value is None else f"a {type(value).__name__}, not a string"
+        why = ("missing" if key not in obj else "null, not a string") if value is None else f"a {type(value).__name__}, not a string"
         raise MmlmError(f"{path}:{no}: field {key!r} is {why}")
     return value
 
@@ -121,6 +126,8 @@ def read_image(path: str | Path) -> np.ndarray:
         with Image.open(path) as im:
             fmt = im.format
             im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+                im = _to_8bit(im)  # 16-bit / 32-bit grey: scale to 0..255 (Pillow's convert would clip)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 # composite transparent pixels onto white rather than whatever colour they hide
                 rgba = im.convert("RGBA")
@@ -138,6 +145,21 @@ def read_image(path: str | Path) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise MmlmError(f"{path}: empty image")
     return arr
+
+
+def _to_8bit(im):
+    """A 16-bit (or 32-bit integer / float) greyscale image as 8-bit 'L', by scaling the format's full
+    range (16-bit PNG: 0..65535) onto 0..255, never clipping."""
+    from PIL import Image
+
+    a = np.asarray(im)
+    if im.mode == "F":
+        hi = 1.0 if float(np.nanmax(a, initial=0.0)) <= 1.0 else 255.0
+        scaled = np.clip(np.nan_to_num(a.astype(np.float64)) / hi, 0.0, 1.0) * 255.0
+    else:
+        bits = 16 if im.mode.startswith("I;16") or int(a.max(initial=0)) <= 65535 else 32
+        scaled = a.astype(np.float64).clip(0, None) * (255.0 / (2 ** bits - 1))
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), "L")
 
 
 def _check_wav_complete(data: bytes, path: Path) -> None:
@@ -165,7 +187,8 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     try:
         wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile.LibsndfileError, RuntimeError, TypeError on odd headers
-        msg = str(e).replace("<_io.BytesIO object at", "").split("\n")[0]
+        # libsndfile names the stream it was given ("Error opening <_io.BytesIO object at 0x...>: ..."); keep the reason
+        msg = re.sub(r"^Error opening\s*<[^>]*>:?\s*", "", str(e).split("\n")[0]).strip() or type(e).__name__
         raise MmlmError(f"{path}: not a readable WAV/FLAC audio file ({msg})") from None
     if wave.shape[0] == 0:
         raise MmlmError(f"{path}: audio file holds no samples")
@@ -205,7 +228,7 @@ def iter_smiles(path: str | Path) -> Iterator[tuple[int, str]]:
         except csv.Error as e:
             raise MmlmError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
         return
-    for no, line in enumerate(text.splitlines(), 1):
+    for no, line in lines(text):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
@@ -214,14 +237,20 @@ def iter_smiles(path: str | Path) -> Iterator[tuple[int, str]]:
         yield no, fields[0]
 
 
-def read_manifest(path: str | Path, media_key: str) -> list[tuple[int, Path, str]]:
-    """(line number, media path, text) per row of a paired-data manifest; media must exist."""
+def read_manifest(path: str | Path, media_key: str, allow_outside: bool = False) -> list[tuple[int, Path, str]]:
+    """(line number, media path, text) per row of a paired-data manifest; media must exist, and lie
+    inside the manifest's folder unless `allow_outside` (a manifest from elsewhere must not make
+    mmlm read /etc/... or ../../private files)."""
     path = Path(path)
+    home = os.path.realpath(path.parent)
     rows = []
     for no, obj in iter_jsonl(path):
         media = _field(obj, media_key, path, no)
         text = _field(obj, "text", path, no)
         media_path = path.parent / media
+        if not allow_outside and os.path.commonpath([home, os.path.realpath(media_path)]) != home:
+            raise MmlmError(f"{path}:{no}: {media_key} file {media!r} lies outside the manifest's folder {path.parent}; "
+                            f"refused (pass --allow-outside to read it)")
         if not media_path.is_file():
             raise MmlmError(f"{path}:{no}: {media_key} file {media!r} not found (looked at {media_path})")
         rows.append((no, media_path, text))

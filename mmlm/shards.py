@@ -14,12 +14,11 @@ folder with a meta.json is always whole.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
-from . import atomic
+from . import atomic, jsonio
 from .errors import MmlmError
 
 FORMAT = "mmlm-dataset/1"
@@ -94,8 +93,8 @@ class Dataset:
         if not meta_path.is_file():
             raise MmlmError(f"{self.path}: not a dataset (no meta.json; was its tokenize interrupted?)")
         try:
-            self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
+            self.meta = jsonio.loads(meta_path.read_bytes())
+        except (OSError, ValueError) as e:
             raise MmlmError(f"{meta_path}: unreadable ({e})") from None
         found = self.meta.get("format") if isinstance(self.meta, dict) else None
         if found != FORMAT:

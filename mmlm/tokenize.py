@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 import re
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 
 from . import __version__, atomic, readers
 from .errors import MmlmError
-from .shards import Dataset, DatasetWriter, list_datasets
+from .shards import TOKEN_DTYPE, Dataset, DatasetWriter, list_datasets
 from .vocab import DATASET_KINDS, SPACE_OF, Vocab
 
 Progress = Callable[[str, int, int, int], None]
@@ -43,6 +44,8 @@ _SETTING_KEYS = {
     "units": ("speech", "units"),
 }
 _ENCODE_CHUNK = 256  # documents encoded (and written) per step
+_TEXT_PIECE = 1 << 16  # characters of text the BPE trains on / encodes at once (bounds its memory)
+_TEXT_BATCH = 4 * _TEXT_PIECE  # characters encoded per encode_batch call
 _MAX_SKIP_EXAMPLES = 20
 _RESERVED_NAMES = {"tokenizers", "raw", "vocab.json"}
 
@@ -89,32 +92,18 @@ def load_tokenizer(root: str | Path, space: str, vocab: Vocab | None = None):
 def _locked(root: Path) -> Iterator[None]:
     """Hold an exclusive lock on the data root (one tokenize at a time writes vocab.json).
     A data root this call created is removed again if the work fails before writing anything."""
-    created = not root.exists()
-    root.mkdir(parents=True, exist_ok=True)
-    lock = root / ".lock"
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        fcntl = None
-    try:
-        with open(lock, "w") as f:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    raise MmlmError(f"{root}: another tokenize is writing to this data root "
-                                    f"(wait for it to finish)") from None
-            yield
-    except BaseException:
-        if created and [p.name for p in root.iterdir()] == [".lock"]:
-            lock.unlink()
-            root.rmdir()
-        raise
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(atomic.exclusive(root / ".lock", remove_created=root))
+        except atomic.Locked as e:
+            raise MmlmError(f"{root}: another tokenize is writing to this data root, {e.holder} "
+                            f"(wait for it to finish)") from None
+        yield
 
 
 def _one_blas_thread():
     """Run BLAS single-threaded: tokenizers do many small matrix products (one image, one
-    utterance), where OpenBLAS threads cost far more than they give, up to 50x on a busy machine."""
+    utterance), where BLAS threads cost more than they give under load (idle, one runs at 0.90x: bench/RESULTS.md)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # comes with scikit-learn; without it, run as configured
@@ -156,7 +145,7 @@ class _Docs:
 
 
 def _read_inputs(kind: str, inputs: list[Path], strict: bool, external: bool, opts: dict, vocab: Vocab,
-                 on_progress: Progress) -> _Docs:
+                 on_progress: Progress, allow_outside: bool = False) -> _Docs:
     out = _Docs()
     if external:  # ids must fit the range asked for, or the one this data root already has
         space_size = {s: last - first + 1 for s, (first, last) in vocab.ranges.items()}
@@ -198,7 +187,7 @@ def _read_inputs(kind: str, inputs: list[Path], strict: bool, external: bool, op
         else:
             media_key, read_media, modality = (
                 ("image", readers.read_image, "image") if kind == "image-text" else ("audio", readers.read_audio, "speech"))
-            for no, media_path, text in readers.read_manifest(path, media_key):
+            for no, media_path, text in readers.read_manifest(path, media_key, allow_outside):
                 try:
                     item = read_media(media_path)
                 except MmlmError as e:
@@ -249,8 +238,10 @@ def _train(space: str, items: list, opts: dict, user_opts: dict, external: bool)
     codes (sizes only when the user gave them, else inferred from the codes)."""
     seed = opts["seed"]
     cls = tokenizer_class(space)
-    if space == "text":
-        return cls.train(items, vocab_size=opts["vocab_size"], seed=seed)
+    if not external:
+        _check_codes_fit_data(space, items, opts)
+    if space == "text":  # in bounded pieces: the same merges as whole documents, a fraction of the memory
+        return cls.train((p for t in items for p in text_pieces(t)), vocab_size=opts["vocab_size"], seed=seed)
     if space == "molecule":
         return cls.train(items, seed=seed)
     if space == "image":
@@ -263,6 +254,47 @@ def _train(space: str, items: list, opts: dict, user_opts: dict, external: bool)
     if external:
         return cls.from_units(items, units=user_opts.get("units"))
     return cls.train(items, units=opts["units"], seed=seed)
+
+
+def _sample_limit(space: str) -> int:
+    """How many vectors (patches, frames) k-means of `space` learns from at most (its `sample` default)."""
+    import inspect
+
+    return int(inspect.signature(tokenizer_class(space).train).parameters["sample"].default)
+
+
+def _check_bounds(opts: dict) -> None:
+    """Settings checked before any input is read: sizes whose work or memory has no upper bound."""
+    from .bounds import check_memory
+
+    size, patch = opts["image_size"], opts["patch"]
+    if patch > size:
+        raise MmlmError(f"--patch {patch}: larger than --image-size {size}")
+    per_image = (size // patch) ** 2
+    keep = math.ceil(4 * _sample_limit("image") / per_image)  # training images ImageTokenizer.train reads at most
+    check_memory(size * size * 3 * 4 * (keep + 2), f"--image-size {size}",
+                 f"{keep} training image(s) of {size}x{size} pixels in float32")
+    for opt, space, what in (("codebook", "image", "image patches"), ("units", "speech", "speech frames")):
+        limit = _sample_limit(space)
+        if opts[opt] > limit:
+            raise MmlmError(f"--{opt} {opts[opt]}: more than the {limit:,} {what} k-means learns from; "
+                            f"use at most {limit:,}")
+
+
+def _check_codes_fit_data(space: str, items: list, opts: dict) -> None:
+    """A codebook needs at least as many training vectors as codes (k-means on fewer has nothing to learn)."""
+    if space == "image":
+        per_image = (opts["image_size"] // opts["patch"]) ** 2
+        have, k, opt, what = len(items) * per_image, opts["codebook"], "--codebook", f"patches ({len(items)} image(s) x {per_image})"
+    elif space == "speech":
+        from .tokenizers.speech import HOP, SR
+
+        seconds = sum(len(w[0]) / w[1] for w in items)
+        have, k, opt, what = int(seconds * SR / HOP), opts["units"], "--units", f"20 ms frames ({seconds:.1f} s of audio)"
+    else:
+        return
+    if k > have:
+        raise MmlmError(f"{opt} {k}: the training data holds only {have:,} {what}; use at most {have:,} codes, or more data")
 
 
 def _ensure_tokenizers(root: Path, vocab: Vocab, spaces: list[str], docs: _Docs, opts: dict, user_opts: dict,
@@ -298,14 +330,58 @@ def _ensure_tokenizers(root: Path, vocab: Vocab, spaces: list[str], docs: _Docs,
 
 # --- encoding -------------------------------------------------------------------------------
 
-def assemble_document(vocab: Vocab, segments: Iterable[tuple[str, np.ndarray]]) -> np.ndarray:
+def assemble_document(vocab: Vocab, segments: Iterable[tuple[str, np.ndarray]], dtype=np.int64) -> np.ndarray:
     """Global ids of a document: each (modality, local ids) segment inside its sentinels, then <eos>.
     The inverse of `split_document`."""
-    parts = []
+    segments = [(m, np.asarray(local).reshape(-1)) for m, local in segments]
+    out = np.empty(sum(local.size + 2 for _, local in segments) + 1, dtype=dtype)  # one allocation: long documents
+    at = 0
     for m, local in segments:
-        parts += [[vocab.begin(m)], np.asarray(local, dtype=np.int64) + vocab.offset(m), [vocab.end(m)]]
-    parts.append([vocab.eos])
-    return np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
+        out[at] = vocab.begin(m)
+        body = out[at + 1:at + 1 + local.size]
+        body[:] = local
+        body += vocab.offset(m)
+        at += local.size + 1
+        out[at] = vocab.end(m)
+        at += 1
+    out[at] = vocab.eos
+    return out
+
+
+def text_pieces(text: str, limit: int = _TEXT_PIECE) -> Iterator[str]:
+    """`text` cut into pieces of about `limit` characters at places where a non-space character is
+    followed by whitespace. The byte-level BPE's pre-tokenizer (the GPT-2 regex, no look-behind)
+    always splits there, so training on or encoding the pieces gives exactly what the whole text
+    gives, with memory bounded by the piece. A stretch of `limit` characters without such a place
+    (minified code, base64) is cut at `limit`, where ids may differ from the whole text's (decoding
+    still gives the text back byte for byte)."""
+    n, start = len(text), 0
+    while n - start > limit:
+        cut = start + limit
+        while cut > start + limit // 2 and not (text[cut] in " \n" and not text[cut - 1].isspace()):
+            cut -= 1
+        if cut == start + limit // 2:
+            cut = start + limit
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
+
+
+def _encode_texts(tok, texts: list[str]) -> Iterator[np.ndarray]:
+    """The BPE ids of each text, encoded in bounded pieces (see `text_pieces`)."""
+    for text in texts:
+        parts: list[np.ndarray] = []
+        batch: list[str] = []
+        size = 0
+        for piece in text_pieces(text):
+            batch.append(piece)
+            size += len(piece)
+            if size >= _TEXT_BATCH:
+                parts += [a.astype(np.int32) for a in tok.encode_batch(batch)]
+                batch, size = [], 0
+        if batch:
+            parts += [a.astype(np.int32) for a in tok.encode_batch(batch)]
+        yield parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _encoded_documents(docs: list, toks: dict, vocab: Vocab, text_first: np.ndarray) -> Iterator[np.ndarray]:
@@ -315,10 +391,10 @@ def _encoded_documents(docs: list, toks: dict, vocab: Vocab, text_first: np.ndar
         encoded = {}
         for space, tok in toks.items():
             items = [item for doc in chunk for m, item in doc if SPACE_OF[m] == space]
-            encoded[space] = iter(tok.encode_batch(items) if space == "text" else [tok.encode(x) for x in items])
+            encoded[space] = _encode_texts(tok, items) if space == "text" else iter([tok.encode(x) for x in items])
         for j, doc in enumerate(chunk):
             segments = [(m, next(encoded[SPACE_OF[m]])) for m, _ in doc]
-            yield assemble_document(vocab, segments[::-1] if text_first[lo + j] else segments)
+            yield assemble_document(vocab, segments[::-1] if text_first[lo + j] else segments, TOKEN_DTYPE)
 
 
 def _remove_stale(root: Path, name: str) -> None:
@@ -327,6 +403,20 @@ def _remove_stale(root: Path, name: str) -> None:
         atomic.remove_if_stale(p)
     for p in root.glob(f".{name}.old-*"):
         atomic.remove_if_stale(p)
+
+
+_DATASET_FILES = {"meta.json", "tokens.bin", "offsets.npy"}
+
+
+def _check_replaceable(path: Path) -> None:
+    """A dataset folder is replaced whole by a new tokenize of the same name; anything else at that
+    path (your own folder or file) is refused, never deleted."""
+    if path.is_dir() and (set(p.name for p in path.iterdir()) - _DATASET_FILES or not (path / "meta.json").is_file()):
+        if any(path.iterdir()):
+            raise MmlmError(f"{path}: exists and is not a dataset of mmlm (it holds other files); "
+                            f"choose another --name (nothing was changed)")
+    elif path.exists() and not path.is_dir():
+        raise MmlmError(f"{path}: exists and is not a folder; choose another --name")
 
 
 def _check_name(name: str) -> str:
@@ -348,13 +438,14 @@ def tokenize_dataset(kind: str, inputs: Iterable[str | Path], data_root: str | P
     """
     if kind not in DATASET_KINDS:
         raise MmlmError(f"unknown dataset kind {kind!r} (one of {', '.join(DATASET_KINDS)})")
-    unknown = set(opts) - set(DEFAULTS) - {"train_on", "external"}
+    unknown = set(opts) - set(DEFAULTS) - {"train_on", "external", "allow_outside"}
     if unknown:
         raise MmlmError(f"unknown tokenize option(s): {', '.join(sorted(unknown))}")
     for key, value in opts.items():
         if key in ("vocab_size", "image_size", "patch", "codebook", "units") and value is not None and value < 1:
             raise MmlmError(f"--{key.replace('_', '-')} must be a positive integer, got {value}")
     external = bool(opts.pop("external", False))
+    allow_outside = bool(opts.pop("allow_outside", False))
     if external and kind not in ("image", "speech"):
         raise MmlmError(f"external codes can be imported for image and speech, not {kind}")
     train_on = [Path(p) for p in (opts.pop("train_on", None) or [])]
@@ -362,17 +453,20 @@ def tokenize_dataset(kind: str, inputs: Iterable[str | Path], data_root: str | P
         raise MmlmError(f"--train-on trains the text BPE; {kind} datasets hold no text")
     user_opts = dict(opts)
     opts = {**DEFAULTS, **{k: v for k, v in opts.items() if v is not None}}
+    if kind in ("image", "image-text", "speech", "speech-text") and not external:
+        _check_bounds(opts)
     on_progress = on_progress or _noop
     name = _check_name(name or kind)
     inputs = [Path(p) for p in inputs]
     root = Path(data_root)
     if root.exists() and not root.is_dir():
         raise MmlmError(f"{root}: --data must be a folder, this is a file")
+    _check_replaceable(root / name)  # before anything is read or trained
     t0 = time.perf_counter()
 
     with _locked(root), _one_blas_thread():
         vocab = _load_vocab(root)
-        docs = _read_inputs(kind, inputs, strict, external, user_opts, vocab, on_progress)
+        docs = _read_inputs(kind, inputs, strict, external, user_opts, vocab, on_progress, allow_outside)
         modalities = DATASET_KINDS[kind]
         spaces = list(dict.fromkeys(SPACE_OF[m] for m in modalities))
         toks, trained = _ensure_tokenizers(root, vocab, spaces, docs, opts, user_opts, external, train_on,
@@ -389,7 +483,7 @@ def tokenize_dataset(kind: str, inputs: Iterable[str | Path], data_root: str | P
             for k, tokens in enumerate(_encoded_documents(docs.docs, toks, vocab, text_first), 1):
                 writer.add(tokens)
                 n_tokens += tokens.size
-                n_unk += int(np.count_nonzero(tokens == unk))
+                n_unk += int(np.count_nonzero(tokens == unk)) if unk >= 0 else 0
                 if k % _ENCODE_CHUNK == 0 or k == n_docs:
                     on_progress("encode", k, n_docs, n_tokens)
             meta = {
@@ -494,6 +588,12 @@ def encode_item(modality: str, item) -> bytes:
     return str(item).encode("utf-8")
 
 
+def _earlier_decode(folder: Path) -> set[str]:
+    """Names a decode of a paired document writes (`1-image.png`, `2-text.txt`, ...)."""
+    pattern = re.compile(r"\d+-(?:%s)\.(?:txt|png|wav)" % "|".join(EXTENSIONS))
+    return {p.name for p in folder.iterdir() if pattern.fullmatch(p.name) and p.is_file()}
+
+
 def decode_document(data_root: str | Path, dataset: str, k: int, out: str | Path) -> list[Path]:
     """Write document `k` of `dataset` to `out`: one file for a single segment (UTF-8 text, PNG,
     WAV), or a folder holding `1-<modality>.<ext>`, `2-...` in document order for a pair."""
@@ -519,7 +619,7 @@ def decode_document(data_root: str | Path, dataset: str, k: int, out: str | Path
             raise MmlmError(f"{out}: is a folder; --out needs a file name for a {files[0][0]} document")
         atomic.write_bytes(out, files[0][1])
         return [out]
-    with atomic.atomic_dir(out) as tmp:
+    with atomic.output_dir(out, _earlier_decode) as tmp:
         names = [f"{i}-{m}{EXTENSIONS[m]}" for i, (m, _) in enumerate(files, 1)]
         for fname, (_, data) in zip(names, files):
             (tmp / fname).write_bytes(data)

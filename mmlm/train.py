@@ -30,9 +30,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import atomic, checkpoint, distributed
+from . import atomic, checkpoint, distributed, schedule, speed
 from .data import PAD_ID, Mixture, parse_mix
+from .bounds import check_memory
 from .errors import MmlmError
+from .jsonio import lines, loads, read_json
 from .model import GPT, SIZES, count_params, model_config, resolve_attention
 from .objectives import OBJECTIVES, Batch, CausalMasked, make_objective
 from .stability import SpikeDetector
@@ -51,6 +53,7 @@ CLIP = 1.0
 BETAS = (0.9, 0.98)
 SMOOTHING = 0.9  # EMA of the training loss for the stall rule
 CPU_MICRO_TOKENS = 8192  # automatic micro-batch on CPU: at most this many tokens per forward
+SWEEP_FILES = ("sweep.json", "error.txt")  # what a sweep puts in a run folder before training it
 
 
 @dataclass
@@ -81,11 +84,21 @@ class TrainConfig:
     fsdp: bool = False
     resume: bool = False
     nproc: int = 1  # processes `mmlm train --nproc` starts (inside them the world size comes from torchrun)
+    # cluster-scale training (docs/cluster.md)
+    schedule: str = "linear"  # linear (warm-up, linear decay) or wsd (warm-up, stable, decay)
+    decay_frac: float = 0.2  # wsd: share of the updates in the final decay
+    keep_steps: str | None = None  # updates whose checkpoints are kept as branch points ("120,240")
+    branch_from: str | None = None  # a branch point to start this (fresh) run from
+    peak_flops: float | None = None  # FLOP/s that MFU is measured against (default: table or measured)
+    compile: bool = False  # torch.compile each block
+    activation_checkpointing: str = "none"  # none, selective (every second block) or full
+    tensorboard: bool = False  # also log to TensorBoard (metrics.jsonl stays the source of truth)
+    tensorboard_dir: str | None = None  # default RUN/tensorboard
 
 
 # settings a resumed run must share with its start (with the mixture, the model and the resolved
 # batch, schedule and stall rule); the others (device, threads, eval/checkpoint cadence, ...) may change
-IDENTITY = ("size", "tokens", "weight_decay", "seed", "objective", "eval_tokens", "split_seed")
+IDENTITY = ("size", "tokens", "weight_decay", "seed", "objective", "eval_tokens", "split_seed", "schedule", "decay_frac")
 
 
 @dataclass
@@ -135,8 +148,12 @@ def resolve(cfg: TrainConfig, model_seq_len: int, vocab_size: int, world: int, d
     batch_tokens = batch_rows * seq_len
     if world > 1 and batch_rows % world:
         raise MmlmError(f"--batch-tokens: {batch_rows} rows of {seq_len} tokens do not split evenly over {world} processes")
+    for name in ("tokens", "lr", "weight_decay", "stall_tokens"):  # inf / nan would pass the checks below
+        v = getattr(cfg, name)
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
+            raise MmlmError(f"--{name.replace('_', '-')} {v}: must be a finite number")
     tokens = cfg.tokens
-    if not (isinstance(tokens, (int, float)) and math.isfinite(tokens)) or tokens < batch_tokens:
+    if tokens < batch_tokens:
         raise MmlmError(f"--tokens {tokens:g}: too small for one step of {batch_tokens} tokens (--batch-tokens)")
     steps = math.ceil(int(tokens) / batch_tokens)
     lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.size]
@@ -172,6 +189,14 @@ def resolve(cfg: TrainConfig, model_seq_len: int, vocab_size: int, world: int, d
         raise MmlmError("--fsdp: shards the model over several processes; use --nproc K (K >= 2) or torchrun")
     if cfg.objective not in OBJECTIVES:
         raise MmlmError(f"--objective {cfg.objective!r}: choose from {', '.join(OBJECTIVES)}")
+    schedule.check(cfg.schedule, cfg.decay_frac, steps, max(1, warmup), cfg.keep_steps)
+    if cfg.branch_from:
+        schedule.check_branch_point(Path(cfg.branch_from), steps, cfg.decay_frac, cfg.schedule)
+    distributed.check_options(cfg.activation_checkpointing, cfg.peak_flops)
+    if cfg.tensorboard:
+        from .board import check_available
+
+        check_available()
     return Plan(seq_len=seq_len, batch_rows=batch_rows, batch_tokens=batch_tokens, steps=steps, lr=float(lr),
                 warmup=int(warmup), eval_every=int(eval_every), ckpt_every=int(ckpt_every),
                 stall_tokens=int(stall), micro_rows=int(micro), device=str(device),
@@ -198,7 +223,7 @@ def load_run_config(out: str | Path) -> TrainConfig:
     """The TrainConfig a run folder was started with (RUN/config.json)."""
     path = Path(out) / "config.json"
     try:
-        stored = json.loads(path.read_text(encoding="utf-8"))["train"]
+        stored = read_json(path, "run config")["train"]
         return TrainConfig(**{f.name: stored[f.name] for f in fields(TrainConfig) if f.name in stored})
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise MmlmError(f"{path}: not a readable run config ({e})") from None
@@ -227,10 +252,10 @@ class MetricsLog:
         """Start the file (keep_until None) or keep only the lines of steps <= keep_until (a resume)."""
         kept = []
         if keep_until is not None and self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
+            for _, line in lines(self.path.read_text(encoding="utf-8", errors="replace")):
                 try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
+                    obj = loads(line)
+                except ValueError:
                     continue  # a line cut short by a kill
                 if isinstance(obj, dict) and isinstance(obj.get("step"), int) and obj["step"] <= keep_until:
                     kept.append(line + "\n")
@@ -283,6 +308,11 @@ class Trainer:
         self.vocab = self.data.vocab
         self.model_cfg = model_config(cfg.size, self.vocab.size, cfg.seq_len)
         self.plan = resolve(cfg, self.model_cfg.seq_len, self.vocab.size, self.dist.world, device)
+        if device.type == "cpu":  # weights, gradients and two AdamW moments, 4 bytes each
+            check_memory(16 * count_params(self.model_cfg)["n_params"], f"--size {cfg.size}",
+                         "weights, gradients and AdamW state")
+        self.metrics = MetricsLog(self.run / "metrics.jsonl")  # opened by start(); close() works on a half-built trainer
+        self.started = False
         self.resume_from = self._check_run_folder()
 
     # -- settings and the run folder
@@ -306,7 +336,7 @@ class Trainer:
     def _identity(conf: dict) -> dict:
         """What must agree between a run folder and a resumed invocation (resolved values, so an
         option given explicitly equals its default)."""
-        train = {k: conf["train"][k] for k in IDENTITY}
+        train = {k: conf["train"].get(k, getattr(TrainConfig, k, None)) for k in IDENTITY}  # .get: runs from before a key existed
         plan = {k: conf["resolved"][k] for k in ("seq_len", "batch_rows", "steps", "lr", "warmup", "stall_tokens")}
         return {**train, **plan, "mix": conf["mix"], "model": conf["model"]}
 
@@ -314,24 +344,55 @@ class Trainer:
         """The checkpoint to resume from (None: start fresh); MmlmError when the folder forbids it."""
         ckpt = checkpoint.latest(self.run)
         if ckpt is None:
+            self._check_fresh_folder()
             return None
         if not self.cfg.resume:
             raise MmlmError(f"--out {self.run}: already holds a run with a checkpoint; use --resume to continue it, or another folder")
-        path = self.run / "config.json"
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise MmlmError(f"{path}: unreadable run config ({e})") from None
-        if stored.get("vocab_sha256") != self.data.vocab_sha256:
-            raise MmlmError(f"--data {self.data.root}: vocab.json differs from the vocabulary {self.run} was trained with")
-        if stored.get("datasets") != self.data.fingerprint():
-            raise MmlmError(f"--data {self.data.root}: the mixture's datasets changed since {self.run} started")
-        mine, theirs = self._identity(self.config_json()), self._identity(stored)
-        for key in mine:
-            if mine[key] != theirs.get(key):
-                raise MmlmError(f"--resume: {key} is {mine[key]!r} but {self.run} was started with {theirs.get(key)!r}")
+        stored = read_json(self.run / "config.json", "run config")
+        why = self._differs(stored)
+        if why:
+            raise MmlmError(why)
         checkpoint.verify(ckpt)
         return ckpt
+
+    def _check_fresh_folder(self) -> None:
+        """A folder without a checkpoint may be started in only when it holds nothing but a sweep's
+        files (and hidden lock/temporary names) or an unstarted attempt at this same run: never
+        replace someone else's run or files (a finished run whose state/ was deleted, any folder
+        with a model.safetensors...)."""
+        if not self.run.is_dir():
+            return
+        found = sorted(p.name for p in self.run.iterdir() if not p.name.startswith(".") and p.name not in SWEEP_FILES)
+        if not found:
+            return
+        stored = None
+        if (self.run / "config.json").is_file():
+            try:
+                stored = read_json(self.run / "config.json", "run config")
+            except MmlmError:
+                pass
+        if isinstance(stored, dict) and not self._differs(stored):
+            return  # the same run, stopped before its first checkpoint: start it again
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise MmlmError(f"--out {self.run}: folder is not empty ({shown}) and holds no checkpoint of this run to "
+                        f"resume; choose a new or empty folder (nothing was changed)")
+
+    def _differs(self, stored: dict) -> str | None:
+        """Why a run folder's stored config is not this run (None: it is)."""
+        if not isinstance(stored, dict) or not {"train", "resolved"} <= set(stored):
+            return f"{self.run / 'config.json'}: not a run config of mmlm train"
+        if stored.get("vocab_sha256") != self.data.vocab_sha256:
+            return f"--data {self.data.root}: vocab.json differs from the vocabulary {self.run} was trained with"
+        if stored.get("datasets") != self.data.fingerprint():
+            return f"--data {self.data.root}: the mixture's datasets changed since {self.run} started"
+        try:
+            mine, theirs = self._identity(self.config_json()), self._identity(stored)
+        except (KeyError, TypeError):
+            return f"{self.run / 'config.json'}: not a run config of this version"
+        for key in mine:
+            if mine[key] != theirs.get(key):
+                return f"--resume: {key} is {mine[key]!r} but {self.run} was started with {theirs.get(key)!r}"
+        return None
 
     # -- building
 
@@ -347,6 +408,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model = GPT(self.model_cfg, attention=plan.attention).to(self.device)
         self.raw_model = model
+        distributed.apply_block_options(model, cfg.activation_checkpointing, cfg.compile)
         self.model = distributed.wrap(model, self.dist, self.device, plan.fsdp)
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.dim() < 2]
@@ -365,7 +427,11 @@ class Trainer:
         self.best_tokens = 0
         self.last_eval: dict = {}
         self.status = "running"
-        self.metrics = MetricsLog(self.run / "metrics.jsonl")
+        self.speed = speed.SpeedMeter(speed.flops_per_token(self.model_cfg),
+                                      speed.for_devices(speed.resolve_peak(self.device, cfg.peak_flops), self.dist.world))
+        self.wall_seconds = 0.0
+        self.keep_steps = set(schedule.parse_steps(cfg.keep_steps))
+        self.board = None
 
     def _eval_batch(self, d: int) -> Batch:
         """Held-out rows of dataset d with the run's objective (cm3 with a fixed seed, so every eval
@@ -387,7 +453,8 @@ class Trainer:
         return {"step": self.step, "tokens": self.tokens, "restarts": self.restarts, "lr_scale": self.lr_scale,
                 "smooth": self.smooth, "best": self.best, "best_tokens": self.best_tokens,
                 "last_eval": self.last_eval, "spikes": self.spikes.state_dict(),
-                "interleaver": self.il.state_dict(), "objective": self.objective.state_dict(), "rng": rng}
+                "interleaver": self.il.state_dict(), "objective": self.objective.state_dict(), "rng": rng,
+                "speed": {"seconds": self.speed.seconds, "tokens": self.speed.tokens, "wall": self.wall_seconds}}
 
     def load_state_dict(self, s: dict) -> None:
         self.step, self.tokens, self.restarts = int(s["step"]), int(s["tokens"]), int(s["restarts"])
@@ -396,6 +463,9 @@ class Trainer:
         self.spikes.load_state_dict(s["spikes"])
         self.il.load_state_dict(s["interleaver"])
         self.objective.load_state_dict(s["objective"])
+        timing = s.get("speed", {})  # absent in checkpoints from before it was recorded
+        self.speed.seconds, self.speed.tokens = float(timing.get("seconds", 0.0)), int(timing.get("tokens", 0))
+        self.wall_seconds = float(timing.get("wall", 0.0))
         torch.set_rng_state(s["rng"]["torch"])
         if "cuda" in s["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(s["rng"]["cuda"], self.device)
@@ -404,7 +474,9 @@ class Trainer:
         weights = distributed.model_state(self.model)
         optim = distributed.optimizer_state(self.model, self.opt)
         if self.dist.is_main:
-            checkpoint.save(self.run, self.step, weights, optim, self.state_dict())
+            path = checkpoint.save(self.run, self.step, weights, optim, self.state_dict())
+            if self.step in self.keep_steps:
+                schedule.keep_branch_point(self.run, path, self.step)
         self.dist.barrier()
         self.on_log({"event": "checkpoint", "step": self.step})
 
@@ -427,7 +499,10 @@ class Trainer:
     def train_step(self) -> tuple[float, float, dict, float] | str:
         """One update. Returns (loss, grad_norm, per-dataset losses, lr), or why it failed (non-finite)."""
         plan, dev, V = self.plan, self.device, self.vocab.size
-        lr = lr_at(self.step, plan.lr, plan.warmup, plan.steps) * self.lr_scale
+        if self.cfg.schedule == "wsd":
+            lr = schedule.wsd_lr(self.step, plan.lr, plan.warmup, plan.steps, self.cfg.decay_frac, MIN_LR_SHARE) * self.lr_scale
+        else:
+            lr = lr_at(self.step, plan.lr, plan.warmup, plan.steps) * self.lr_scale
         for g in self.opt.param_groups:
             g["lr"] = lr
         rows, ids = self.il.next_rows(plan.batch_rows)
@@ -530,8 +605,11 @@ class Trainer:
     def run_loop(self) -> None:
         plan = self.plan
         t0, tokens0 = time.perf_counter(), self.tokens
+        last = t0
         while self.step < plan.steps:
+            t_step = time.perf_counter()
             result = self.train_step()
+            step_seconds = time.perf_counter() - t_step
             if isinstance(result, str):
                 if not self.restart(result):
                     return
@@ -540,6 +618,7 @@ class Trainer:
             spike = self.spikes.update(gn)
             line = {"step": self.step, "tokens": self.tokens, "lr": lr, "loss": loss, "grad_norm": gn,
                     **{f"loss/{k}": v for k, v in per.items()}}
+            line.update(self.speed.step(plan.batch_tokens, step_seconds))
             if self.restarts:
                 line["restarts"] = self.restarts
             if spike:
@@ -549,7 +628,11 @@ class Trainer:
                 line.update({f"eval/{k}": v for k, v in self.last_eval.items()})
             if self.dist.is_main:
                 self.metrics.write(line)
-            dt = time.perf_counter() - t0
+                if self.board is not None:
+                    self.board.write(line)
+            now = time.perf_counter()
+            self.wall_seconds, last = self.wall_seconds + (now - last), now
+            dt = now - t0
             self.on_log({"event": "step", **line, "steps": plan.steps, "tokens_per_s": (self.tokens - tokens0) / max(dt, 1e-9)})
             # the stall rule, on an EMA of the training loss
             self.smooth = loss if self.smooth is None else SMOOTHING * self.smooth + (1 - SMOOTHING) * loss
@@ -582,10 +665,12 @@ class Trainer:
             "objective": self.cfg.objective,
             "seq_len": self.plan.seq_len,
             "batch_tokens": self.plan.batch_tokens,
+            **self.speed.summary(self.wall_seconds),
         }
 
     def start(self) -> None:
         """Set up the run folder (fresh) or load the checkpoint (resume)."""
+        self.started = True
         if self.dist.is_main:
             self.run.mkdir(parents=True, exist_ok=True)
             checkpoint.remove_temporaries(self.run)
@@ -599,15 +684,40 @@ class Trainer:
             self.restore(self.resume_from)
             if self.dist.is_main:
                 self.metrics.open(keep_until=self.step)
+        elif self.cfg.branch_from:  # a cooldown branch: the trunk's state and metrics up to the branch point
+            self.restore(Path(self.cfg.branch_from))  # checked by resolve
+            if self.dist.is_main:
+                schedule.copy_trunk_metrics(Path(self.cfg.branch_from).parents[1] / "metrics.jsonl",
+                                            self.run / "metrics.jsonl", self.step)
+                self.metrics.open(keep_until=self.step)
+            self.save()
         else:
             if self.dist.is_main:
                 self.metrics.open(keep_until=None)
             self.save()  # step 0: a restart always has somewhere to go back to
+        if self.cfg.tensorboard and self.dist.is_main:
+            from .board import Board
+
+            self.board = Board(self.cfg.tensorboard_dir or str(self.run / "tensorboard"))
         self.on_log({"event": "start", "step": self.step, "steps": self.plan.steps, "resumed": self.resume_from is not None,
-                     **count_params(self.model_cfg), "plan": asdict(self.plan)})
+                     **count_params(self.model_cfg), "plan": asdict(self.plan),
+                     "peak_flops": self.speed.peak.flops, "peak_source": self.speed.peak.source})
 
     def close(self) -> None:
         self.metrics.close()
+        if getattr(self, "board", None) is not None:
+            self.board.close()
+
+    def discard_untrained(self) -> None:
+        """After a failure before the first update of a fresh run: remove what start() wrote (config,
+        tokenizers, metrics, the step-0 checkpoint), so nothing that looks resumable is left behind."""
+        if not (self.started and self.resume_from is None and getattr(self, "step", 0) == 0 and self.dist.is_main):
+            return
+        self.metrics.close()
+        for name in (checkpoint.STATE_DIR, "tokenizers"):
+            shutil.rmtree(self.run / name, ignore_errors=True)
+        for name in ("config.json", "vocab.json", "metrics.jsonl", checkpoint.WEIGHTS):
+            (self.run / name).unlink(missing_ok=True)
 
 
 def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dict:
@@ -615,20 +725,44 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dic
 
     on_log receives events: {"event": "start" | "step" | "checkpoint" | "restart", ...}; "step"
     events carry the metrics.jsonl line plus "steps" (total) and "tokens_per_s"."""
-    trainer = Trainer(cfg, on_log)
+    with lock_run_folder(cfg.out):
+        trainer = Trainer(cfg, on_log)
+        try:
+            trainer.build()
+            trainer.start()
+            trainer.run_loop()
+            if trainer.status != "done" or not trainer.last_eval:
+                trainer.last_eval = trainer.evaluate()
+            summary = trainer.summary()
+            if trainer.dist.is_main:
+                atomic.write_json(trainer.run / "summary.json", summary)
+            return summary
+        except BaseException:
+            trainer.discard_untrained()
+            raise
+        finally:
+            trainer.close()
+            distributed.shutdown(trainer.dist)
+
+
+def lock_run_folder(out: str):
+    """One training per run folder at a time (RUN/.train.lock, held by rank 0 for the whole run;
+    beside the sweep's RUN/.lock, which a sweep worker holds while it runs `train`). The second
+    writer gets a one-line error naming the holder. A folder created only to hold the lock is
+    removed again when training fails early."""
+    import os
+
+    if not out or int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    run = Path(out)
+    if run.exists() and not run.is_dir():
+        raise MmlmError(f"--out {run}: exists and is not a folder")
+    stack = contextlib.ExitStack()
     try:
-        trainer.build()
-        trainer.start()
-        trainer.run_loop()
-        if trainer.status != "done" or not trainer.last_eval:
-            trainer.last_eval = trainer.evaluate()
-        summary = trainer.summary()
-        if trainer.dist.is_main:
-            atomic.write_json(trainer.run / "summary.json", summary)
-        return summary
-    finally:
-        trainer.close()
-        distributed.shutdown(trainer.dist)
+        stack.enter_context(atomic.exclusive(run / ".train.lock", remove_created=run))
+    except atomic.Locked as e:
+        raise MmlmError(f"--out {run}: another training is writing to this run folder ({e.holder})") from None
+    return stack
 
 
 def check(cfg: TrainConfig) -> dict:

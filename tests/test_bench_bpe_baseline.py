@@ -1,4 +1,4 @@
-"""bench/tokenize.py's pure-Python BPE baseline gives exactly our BPETokenizer's ids."""
+"""bench/tokenizers_speed.py's pure-Python BPE baseline gives exactly our BPETokenizer's ids."""
 import importlib.util
 from pathlib import Path
 
@@ -8,8 +8,8 @@ pytest.importorskip("tokenizers")
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "tokenize.py"
-    spec = importlib.util.spec_from_file_location("mmlm_bench_tokenize", path)
+    path = Path(__file__).resolve().parents[1] / "bench" / "tokenizers_speed.py"
+    spec = importlib.util.spec_from_file_location("mmlm_bench_tokenizers_speed", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -10,8 +10,8 @@ from mmlm.laws import synthetic
 from mmlm.laws.results import bimodal_law, load_laws, unimodal_law
 
 UNI_KEYS = {"E", "A", "B", "alpha", "beta", "objective", "n_points", "ci", "holdout_error", "warnings",
-            "identifiable", "why", "sigma"}
-BI_KEYS = {"C", "A", "B", "alpha", "beta", "objective", "n_points", "ci", "warnings", "identifiable", "why",
+            "holdout", "fit_objective", "tie_exponents", "identifiable", "why", "sigma"}
+BI_KEYS = {"C", "A", "B", "alpha", "beta", "objective", "n_points", "ci", "warnings", "holdout", "identifiable", "why",
            "ci_level", "ci_barrier", "matched", "n_matched", "sigma", "design"}
 
 
@@ -154,7 +154,7 @@ def _nan_loss(rows):
          "pair code|text has no runs trained on text alone"),
         (lambda t: t / "missing.csv", (), "missing.csv: no such file"),
         (lambda t: _sweep_with(t), ("--method", "magic"), "--method must be one of fast, reference"),
-        (lambda t: _sweep_with(t), ("--holdout", "smallest"), "--holdout must be one of none, largest"),
+        (lambda t: _sweep_with(t), ("--holdout", "smallest"), "--holdout 'smallest' is not a rule"),
     ],
 )
 def test_fit_bad_input_is_one_line_error(tmp_path, make, args, message):

@@ -264,7 +264,7 @@ def test_write_samples_refuses_a_folder_it_did_not_write(run, tmp_path):
     smiles = (tmp_path / "out" / "sample-1.smi").read_text().strip()
     assert smiles == run.tokenizer("molecule").decode(np.array(samples[0]["tokens"][seg["start"]:seg["end"]]) - run.vocab.offset("molecule"))
     write_samples(samples[:1], tmp_path / "out")  # an earlier output is replaced whole
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sample-1.smi", "samples.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == ["sample-1.smi", "samples.jsonl"]
 
 
 # ---- bad input -----------------------------------------------------------------------------------

@@ -120,3 +120,75 @@ def test_porian_cosine_decay_matches_isoflop_optima(dataset):
     assert a_law == pytest.approx(a_ols, abs=0.03)
     n_law = np.array([optimal(fast, c)["n"] for c in C])
     assert np.abs(np.log(n_law / n_star)).max() < np.log(1.3)
+
+
+# ---- the other published law families (issue 11, section 3) -------------------------------------
+
+# Gadre et al. 2024, scaling_explorer.ipynb (stored output, train = rpj, C4 eval): the relative errors of
+# the tied-exponent law fitted by curve_fit (least squares) on 5 small models, extrapolated.
+GADRE_PUBLISHED = {"rpj-open_lm_1b-32.0": 0.7103, "rpj-open_lm_7b-1.0": 0.7320}  # percent
+# Muennighoff et al. 2023, datablations README "Parametric Fit": a, b, e, alpha, beta, R_D*, R_N*.
+DATABLATIONS_PUBLISHED = (6.255414, 7.3049974, 0.6254804, 0.3526596, 0.3526596, 15.387756, 5.309743)
+
+
+def test_gadre_tied_least_squares_extrapolation_matches_the_published_errors():
+    rows = [r for r in read_csv("gadre-overtraining", "models_losses.csv") if r["dataset_name"] == "rpj"]
+    small = {"d=96_l=8_h=4", "d=512_l=8_h=4", "d=576_l=24_h=8", "d=1024_l=24_h=8"}
+    fit_rows = [r for r in rows if (r["model_name"] in small and float(r["chinchilla_multiplier"]) == 1.0)
+                or (r["model_name"] == "d=96_l=8_h=4" and float(r["chinchilla_multiplier"]) == 16.0)]
+    assert len(fit_rows) == 5
+    N, D, L = (np.array([float(r[k]) for r in fit_rows]) for k in ("params", "tokens", "loss_c4_val"))
+    law = UnimodalLaw(objective="lsq", tie_exponents=True).fit(N, D, L)
+    assert law.alpha_ == law.beta_
+    for r in rows:
+        if r["name"] in GADRE_PUBLISHED:
+            err = 100 * abs(law.predict(float(r["params"]), float(r["tokens"])) - float(r["loss_c4_val"])) / float(r["loss_c4_val"])
+            assert err == pytest.approx(GADRE_PUBLISHED[r["name"]], abs=0.001)
+    # the default Huber-on-log objective is a different estimator: it extrapolates differently here
+    hub = UnimodalLaw(tie_exponents=True).fit(N, D, L)
+    assert abs(hub.alpha_ - law.alpha_) > 1e-3
+
+
+def test_datablations_data_constrained_fit_reaches_the_published_objective():
+    from mmlm.laws.datacon import DataConstrainedLaw, objective
+
+    rows = read_csv("datablations-dc", "data_constrained_runs.csv")
+    N, D, U, L = (np.array([float(r[k]) for r in rows]) for k in ("params", "tokens", "unique_tokens", "loss"))
+    a, b, e, alpha, beta, rd, rn = DATABLATIONS_PUBLISHED
+    published = objective((np.exp(e), np.exp(a), np.exp(b), alpha, beta, rd, rn), N, D, U, L)
+    law = DataConstrainedLaw(tie_exponents=True).fit(N, D, U, L)  # the published form: alpha = beta
+    assert law.objective_ <= published
+    assert law.alpha_ == law.beta_ and law.R_D_ > 1 and law.R_N_ > 1
+    # repeating data is worth less than fresh data, and the law says so
+    assert law.predict(1e9, 1e11, 1e10) > law.predict(1e9, 1e11, 1e11)
+
+
+def _porian_configs():
+    from collections import defaultdict
+
+    key = lambda r: (r["dataset"], r["label"])  # noqa: E731  (15 configurations)
+    pts, opt = defaultdict(list), defaultdict(list)
+    for r in read_csv("porian-isoflop", "isoflop_points.csv"):
+        pts[key(r)].append(r)
+    for r in read_csv("porian-isoflop", "isoflop_optimal_pairs.csv"):
+        if r["n_star"]:
+            opt[key(r)].append(r)
+    return pts, opt
+
+
+@pytest.mark.parametrize("curve, tol", [("akima", 0.005), ("parabola", 0.035)])
+def test_porian_isoflop_exponent_matches_upstreams_method(curve, tol):
+    """Per configuration, a from mmlm's IsoFLOP analysis against upstream's OLS of log n* on log C over
+    its own per-budget optima: the Akima spline is upstream's estimate (within 0.005); the local
+    parabola of Approach 2 agrees within 0.035 (at most 0.031 measured)."""
+    from mmlm.laws.isoflop import analyse
+
+    pts, opt = _porian_configs()
+    assert len(pts) == 15
+    for k, rs in pts.items():
+        N, D, L, C = (np.array([float(r[c]) for r in rs]) for c in ("n", "tokens", "loss", "flops"))
+        ours = analyse(N, D, L, C=C, curve=curve)
+        o = opt[k]
+        a_up = np.polyfit(np.log([float(r["flops"]) for r in o]), np.log([float(r["n_star"]) for r in o]), 1)[0]
+        assert ours["a"] == pytest.approx(a_up, abs=tol), k
+        assert ours["b"] == pytest.approx(1 - ours["a"])

@@ -76,7 +76,9 @@ def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
     corpus = make_corpus(tmp / "raw")
     data = tmp / "data"
-    summaries = {kind: tokenize_dataset(kind, corpus[kind], data, seed=1, **SMALL) for kind in DATASET_KINDS}
+    outside = {"image-text": {"allow_outside": True}}  # its manifest names ../image/*: outside its folder
+    summaries = {kind: tokenize_dataset(kind, corpus[kind], data, seed=1, **SMALL, **outside.get(kind, {}))
+                 for kind in DATASET_KINDS}
     return corpus, data, summaries
 
 

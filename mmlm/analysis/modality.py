@@ -43,9 +43,9 @@ def modality_verdict(ppl_a, ppl_b, sigma: float = DEFAULT_SIGMA) -> dict:
 
 def _load_model(run_dir: Path, vocab_size: int, device: str):
     import torch
-    from safetensors.torch import load_file
 
-    from ..model import GPT, GPTConfig, model_config
+    from ..checkpoint import build_model
+    from ..model import GPTConfig, model_config
 
     config = read_json(run_dir / "config.json")
     if not config:
@@ -58,13 +58,7 @@ def _load_model(run_dir: Path, vocab_size: int, device: str):
         cfg = GPTConfig.from_json(model_cfg)
     else:
         cfg = model_config(str(find_setting(config, "size")), vocab_size, find_setting(config, "seq_len"))
-    model = GPT(cfg)
-    try:
-        model.load_state_dict(load_file(str(weights), device="cpu"))
-    except (RuntimeError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MmlmError(f"{weights}: does not fit the model in config.json ({first})") from None
-    return model.to(torch.device(device)).eval(), config
+    return build_model(weights, cfg, str(run_dir / "config.json"), torch.device(device)), config
 
 
 def _doc_ppl(model, doc: np.ndarray, eos: int, device) -> float:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MmlmError
+from ..jsonio import loads
 
 # Keys whose values must be numbers; everything else in a line is ignored.
 _NUMERIC = ("tokens", "lr", "loss", "grad_norm")
@@ -77,11 +78,11 @@ def read_metrics(path: str | Path) -> Metrics:
             continue
         where = f"{path}:{lineno}"
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
+            obj = loads(line)
+        except ValueError as e:
             if lineno == len(lines):  # no newline after it: an interrupted write
                 continue
-            raise MmlmError(f"{where}: malformed metrics line ({e.msg})") from None
+            raise MmlmError(f"{where}: malformed metrics line ({e})") from None
         if not isinstance(obj, dict):
             raise MmlmError(f"{where}: malformed metrics line (not a JSON object)")
         if "step" not in obj:
@@ -118,8 +119,8 @@ def read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        obj = loads(path.read_bytes())
+    except (OSError, ValueError) as e:
         raise MmlmError(f"{path}: unreadable JSON ({e})") from None
     if not isinstance(obj, dict):
         raise MmlmError(f"{path}: expected a JSON object")

@@ -80,6 +80,7 @@ class BimodalLaw(forms.FittedParams):
         return {
             "C": self.C_, "A": self.A_, "B": self.B_, "alpha": self.alpha_, "beta": self.beta_,
             "objective": self.objective_, "n_points": self.n_points_, "ci": self.ci_,
+            "holdout": getattr(self, "holdout_", None),
             "warnings": list(self.warnings_), **getattr(self, "extra_", {}),
         }
 

@@ -17,14 +17,13 @@
 from __future__ import annotations
 
 import itertools
-import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
-from scipy.optimize import minimize
+
+from mmlm.kernels import _lawfit
 
 from .forms import BOUNDS, HUBER_DELTA, LOG_COEF_BOUNDS, METHODS, PRED_FLOOR, Problem, huber, natural
 
@@ -42,48 +41,16 @@ REFERENCE_GRID_BIMODAL = ((-4.0, -3.0, -2.0, -1.0, 0.0),) + REFERENCE_GRID_UNIMO
 # Exponent grid of the fast method: denser near 0, where language-model exponents sit.
 FAST_EXPONENTS = np.linspace(0.1, np.sqrt(2.5), 16) ** 2
 FAST_POLISHED = 3  # distinct candidates polished
+# With alpha = beta only the grid's diagonal is a tied law: a denser line of exponents instead.
+TIED_EXPONENTS = np.linspace(0.1, np.sqrt(2.5), 48) ** 2
 _LO = np.array([b[0] for b in BOUNDS])
 _HI = np.array([b[1] for b in BOUNDS])
 
 
-@njit(cache=True)
-def _objective_grad(theta, log_n, log_d, log_loss, base, sign, weights, delta):
-    """forms.objective of one theta, compiled, with its exact gradient."""
-    k, a, b, alpha, beta = theta[0], theta[1], theta[2], theta[3], theta[4]
-    tk = math.exp(k)
-    f = 0.0
-    g = np.zeros(5)
-    for i in range(log_n.shape[0]):
-        w = weights[i]
-        if w == 0.0:
-            continue
-        ta = math.exp(a - alpha * log_n[i])
-        tb = math.exp(b - beta * log_d[i])
-        pred = base[i] + sign * tk + ta + tb
-        if pred <= PRED_FLOOR:
-            # flat (and large) here: a line search that steps in backs off
-            r = math.log(PRED_FLOOR) - log_loss[i]
-            f += w * delta * (abs(r) - 0.5 * delta)
-            continue
-        r = math.log(pred) - log_loss[i]
-        if abs(r) <= delta:
-            f += w * 0.5 * r * r
-            q = w * r / pred
-        else:
-            f += w * delta * (abs(r) - 0.5 * delta)
-            q = w * math.copysign(delta, r) / pred
-        g[0] += q * sign * tk
-        g[1] += q * ta
-        g[2] += q * tb
-        g[3] -= q * ta * log_n[i]
-        g[4] -= q * tb * log_d[i]
-    return f, g
-
-
 def objective_grad(theta, p: Problem, delta: float = HUBER_DELTA):
     """Objective and exact gradient of one theta (compiled; what the optimisers call)."""
-    return _objective_grad(
-        np.asarray(theta, dtype=float), p.log_n, p.log_d, p.log_loss, p.base, p.sign, p.weights, delta
+    return _lawfit.objective_grad(
+        np.asarray(theta, dtype=float), p.log_n, p.log_d, p.log_loss, p.base, p.sign, p.weights, delta, p.kind
     )
 
 
@@ -92,16 +59,33 @@ class Fit:
     theta: np.ndarray  # (k, a, b, alpha, beta)
     objective: float
     starts: int  # optimiser runs it took
+    ends: tuple = ()  # fast method: where each polished candidate ended (the local minima found)
+
+
+def _tied_objective_grad(phi, p: Problem):
+    """objective_grad of (k, a, b, e) with alpha = beta = e (4 parameters)."""
+    f, g = objective_grad(np.append(phi, phi[3]), p)
+    return f, np.array([g[0], g[1], g[2], g[3] + g[4]])
 
 
 def fit_reference(p: Problem, grid=REFERENCE_GRID_UNIMODAL) -> Fit:
     """Best of plain L-BFGS-B runs from every start of the grid (scipy defaults)."""
+    from scipy.optimize import minimize  # only here: importing SciPy's optimiser costs ~0.3 s
     best_x, best_f, n = None, np.inf, 0
-    for start in itertools.product(*grid):
-        r = minimize(objective_grad, np.array(start, dtype=float), args=(p,), jac=True, method="L-BFGS-B", bounds=BOUNDS)
+    starts = itertools.product(*grid)
+    if p.tie:  # the grid's diagonal alpha = beta
+        starts = (s for s in starts if s[3] == s[4])
+    for start in starts:
+        if p.tie:
+            r = minimize(_tied_objective_grad, np.array(start[:4], dtype=float), args=(p,), jac=True,
+                         method="L-BFGS-B", bounds=BOUNDS[:4])
+            x = np.append(r.x, r.x[3])
+        else:
+            r = minimize(objective_grad, np.array(start, dtype=float), args=(p,), jac=True, method="L-BFGS-B", bounds=BOUNDS)
+            x = r.x
         n += 1
         if r.fun < best_f:
-            best_x, best_f = r.x, float(r.fun)
+            best_x, best_f = x, float(r.fun)
     return Fit(best_x, best_f, n)
 
 
@@ -114,7 +98,8 @@ def projected_starts(p: Problem, exponents=FAST_EXPONENTS) -> tuple[np.ndarray, 
     y = np.exp(-np.outer(exponents, p.log_d - d0))
     loss = np.exp(p.log_loss)
     target = loss - p.base
-    wl = w / loss**2  # least squares of (L_hat - L) / L ~ the log residual
+    # Huber on log: least squares of (L_hat - L) / L ~ the log residual; lsq: of L_hat - L itself
+    wl = w if p.kind == 1 else w / loss**2
     s, m = p.sign, len(exponents)
     # Gram matrix and right-hand side of the columns (sign, x, y), for every pair at once.
     G = np.empty((m, m, 3, 3))
@@ -148,8 +133,13 @@ def projected_starts(p: Problem, exponents=FAST_EXPONENTS) -> tuple[np.ndarray, 
         coef[..., idx] = np.where(better[..., None], c, coef[..., idx])
     # Score: the true objective, from the precomputed powers (no exp per candidate).
     pred = p.base + s * coef[..., 0, None] + coef[..., 1, None] * x[:, None, :] + coef[..., 2, None] * y[None, :, :]
-    r = np.log(np.maximum(pred, PRED_FLOOR)) - p.log_loss
-    f = (huber(r) * w).sum(-1)
+    if p.kind == 1:
+        f = (((pred - loss) ** 2) * w).sum(-1)
+    else:
+        r = np.log(np.maximum(pred, PRED_FLOOR)) - p.log_loss
+        f = (huber(r) * w).sum(-1)
+    if p.tie:  # only the diagonal alpha = beta is a tied law
+        f = np.where(np.eye(m, dtype=bool), f, np.inf)
     lo, hi = LOG_COEF_BOUNDS
     with np.errstate(divide="ignore"):
         logs = np.log(coef)
@@ -159,103 +149,15 @@ def projected_starts(p: Problem, exponents=FAST_EXPONENTS) -> tuple[np.ndarray, 
     return theta.reshape(-1, 5), f.reshape(-1)
 
 
-@njit(cache=True)
-def _solve5(A, b):
-    """Gaussian elimination with partial pivoting for the 5x5 step (no LAPACK: quick to compile)."""
-    A = A.copy()
-    x = b.copy()
-    n = x.shape[0]
-    for c in range(n):
-        p = c
-        for r in range(c + 1, n):
-            if abs(A[r, c]) > abs(A[p, c]):
-                p = r
-        if p != c:
-            for j in range(n):
-                A[c, j], A[p, j] = A[p, j], A[c, j]
-            x[c], x[p] = x[p], x[c]
-        for r in range(c + 1, n):
-            m = A[r, c] / A[c, c]
-            for j in range(c, n):
-                A[r, j] -= m * A[c, j]
-            x[r] -= m * x[c]
-    for c in range(n - 1, -1, -1):
-        for j in range(c + 1, n):
-            x[c] -= A[c, j] * x[j]
-        x[c] /= A[c, c]
-    return x
+# A bootstrap refit stops once 3 steps in a row each gain < 1e-13 (relative): half the iterations
+# of the full fit's 1e-15, and within ~1e-13 of its objective (measured on Chinchilla resamples).
+BOOTSTRAP_REL_TOL = 1e-13
 
 
-@njit(cache=True)
-def _polish(theta0, log_n, log_d, log_loss, base, sign, weights, delta, lo, hi, max_iter):
-    """Iteratively reweighted Gauss-Newton with Levenberg-Marquardt damping, within the bounds."""
-    theta = theta0.copy()
-    f, g = _objective_grad(theta, log_n, log_d, log_loss, base, sign, weights, delta)
-    lam = 1e-3
-    row = np.zeros(5)
-    stall = 0
-    for _ in range(max_iter):
-        # Gauss-Newton matrix of the weighted least-squares majoriser of the Huber loss.
-        H = np.zeros((5, 5))
-        tk = math.exp(theta[0])
-        for i in range(log_n.shape[0]):
-            w = weights[i]
-            if w == 0.0:
-                continue
-            ta = math.exp(theta[1] - theta[3] * log_n[i])
-            tb = math.exp(theta[2] - theta[4] * log_d[i])
-            pred = base[i] + sign * tk + ta + tb
-            if pred <= PRED_FLOOR:
-                continue
-            r = math.log(pred) - log_loss[i]
-            u = w if abs(r) <= delta else w * delta / abs(r)
-            row[0] = sign * tk / pred
-            row[1] = ta / pred
-            row[2] = tb / pred
-            row[3] = -ta * log_n[i] / pred
-            row[4] = -tb * log_d[i] / pred
-            for a in range(5):
-                for b in range(5):
-                    H[a, b] += u * row[a] * row[b]
-        # A variable on a bound that the gradient pushes outward stays where it is.
-        free = np.ones(5, dtype=np.bool_)
-        for j in range(5):
-            if (theta[j] <= lo[j] and g[j] > 0) or (theta[j] >= hi[j] and g[j] < 0):
-                free[j] = False
-        rel = 0.0
-        improved = False
-        while lam < 1e12:
-            A = H.copy()
-            rhs = -g.copy()
-            for j in range(5):
-                A[j, j] += lam * H[j, j] + 1e-14 * (1.0 + H[j, j])
-                if not free[j]:
-                    A[j, :] = 0.0
-                    A[:, j] = 0.0
-                    A[j, j] = 1.0
-                    rhs[j] = 0.0
-            step = _solve5(A, rhs)
-            new = np.minimum(np.maximum(theta + step, lo), hi)
-            fn, gn = _objective_grad(new, log_n, log_d, log_loss, base, sign, weights, delta)
-            if fn < f:
-                rel = (f - fn) / f
-                theta, f, g = new, fn, gn
-                lam = max(lam * 0.2, 1e-12)
-                improved = True
-                break
-            lam *= 5.0
-        if not improved:
-            break
-        stall = stall + 1 if rel < 1e-15 else 0
-        if stall >= 3:
-            break
-    return theta, f
-
-
-def polish(p: Problem, start, max_iter: int = 1000) -> tuple[np.ndarray, float]:
-    return _polish(
+def polish(p: Problem, start, max_iter: int = 1000, rel_tol: float = 1e-15) -> tuple[np.ndarray, float]:
+    return _lawfit.polish(
         np.asarray(start, dtype=float), p.log_n, p.log_d, p.log_loss, p.base, p.sign, p.weights,
-        HUBER_DELTA, _LO, _HI, max_iter,
+        HUBER_DELTA, _LO, _HI, max_iter, p.kind, p.tie, rel_tol,
     )
 
 
@@ -274,19 +176,27 @@ def _distinct_best(theta: np.ndarray, f: np.ndarray, k: int, min_gap: float) -> 
 
 def fit_fast(p: Problem, extra_starts=(), polished: int = FAST_POLISHED) -> Fit:
     """Variable projection over the exponent grid, then the compiled polish of the best few."""
-    starts, f = projected_starts(p)
+    exponents = TIED_EXPONENTS if p.tie else FAST_EXPONENTS
+    starts, f = projected_starts(p, exponents)
     if len(extra_starts):
         extra = np.clip(np.asarray(extra_starts, dtype=float).reshape(-1, 5), _LO, _HI)
+        if p.tie:
+            extra[:, 4] = extra[:, 3]
         starts = np.vstack([starts, extra])
         f = np.concatenate([f, [objective_grad(t, p)[0] for t in extra]])
-    gap = 1.5 * float(np.diff(FAST_EXPONENTS).max())
-    best_x, best_f, n = None, np.inf, 0
+    gap = 1.5 * float(np.diff(exponents).max())
+    best_x, best_f, n, ends = None, np.inf, 0, []
     for start in _distinct_best(starts, f, polished, gap):
         x, fx = polish(p, start)
         n += 1
+        ends.append((fx, x))
         if fx < best_f:
             best_x, best_f = x, fx
-    return Fit(best_x, float(best_f), n)
+    distinct: list[np.ndarray] = []  # the local minima, best first, each once
+    for _, x in sorted(ends, key=lambda e: e[0]):
+        if all(np.abs(x - d).max() > 1e-3 for d in distinct):
+            distinct.append(x)
+    return Fit(best_x, float(best_f), n, tuple(distinct))
 
 
 def fit(p: Problem, method: str = "fast", grid=REFERENCE_GRID_UNIMODAL, extra_starts=()) -> Fit:
@@ -312,16 +222,40 @@ def _bootstrap_chunk(args) -> np.ndarray:
     return out
 
 
+def _warm_refit(q: Problem, starts) -> np.ndarray:
+    """The best of the compiled polish from each warm start (no grid)."""
+    best_x, best_f = None, np.inf
+    for s in starts:
+        x, fx = polish(q, s, rel_tol=BOOTSTRAP_REL_TOL)
+        if fx < best_f:
+            best_x, best_f = x, fx
+    return best_x
+
+
 def bootstrap(
     p: Problem, center: np.ndarray, k: int, method: str = "fast", grid=REFERENCE_GRID_UNIMODAL,
-    seed: int = 0, jobs: int = 1, on_progress=None,
+    seed: int = 0, jobs: int = 1, on_progress=None, warm_starts=None,
 ) -> np.ndarray:
     """theta refitted on k resamples of the points: (k, 5).
 
     Each refit also starts from `center` (the full-data fit), as Epoch started theirs from the
     published estimate. Resamples are drawn up front, so the result does not depend on `jobs`.
+    warm_starts (fast method): refit each resample only by the polish from `center` and from these
+    (the other local minima the full fit found), with no start grid. A resample moves the minimum a
+    little, so this lands where a full refit does (tests/test_laws.py checks it) at ~1/30 the cost;
+    such refits take about a millisecond, so they run in this process (a pool costs more than it saves).
     """
     counts = resample_counts(len(p.log_n), k, seed)
+    if warm_starts is not None and method == "fast":
+        starts = [np.asarray(center, dtype=float)] + [np.asarray(s, dtype=float) for s in warm_starts]
+        out = np.empty((k, 5))
+        step, reported = max(1, k // 20), 0
+        for i, w in enumerate(counts):
+            out[i] = _warm_refit(p.reweighted(w), starts)
+            if on_progress and (i + 1 - reported >= step or i + 1 == k):
+                on_progress(i + 1 - reported)
+                reported = i + 1
+        return out
     jobs = max(1, min(jobs, k, os.cpu_count() or 1))
     tasks = [(p, c, method, grid, center) for c in np.array_split(counts, max(1, min(k, jobs * 8)))]
     results = []

@@ -8,9 +8,11 @@ Both laws share one shape, "a base plus a constant plus two power terms":
   log-sum-exp form log L_hat = LSE(a - alpha log N, b - beta log D, e).
 - bi-modal:   base = [Li(N, Di) + Lj(N, Dj)] / 2, sign = -1, K = C (the synergy), D = Di + Dj.
 
-theta = (k, a, b, alpha, beta). The objective is sum_i w_i Huber_delta(log L_hat_i - log L_i) with
-delta = 1e-3 (Hoffmann; Epoch). Weights w_i are point counts: a bootstrap resample is a vector of
-counts, so no data is copied. The compiled objective with its exact gradient, and the optimisers,
+theta = (k, a, b, alpha, beta). Two objectives (OBJECTIVES):
+- "huber-log" (default): sum_i w_i Huber_delta(log L_hat_i - log L_i) with delta = 1e-3 (Hoffmann; Epoch);
+- "lsq": sum_i w_i (L_hat_i - L_i)^2, least squares on the loss itself (Gadre et al. fit with curve_fit).
+With `tie` the exponents are one parameter, alpha = beta (Gadre et al.; Muennighoff et al.).
+Weights w_i are point counts: a bootstrap resample is a vector of counts, so no data is copied. The compiled objective with its exact gradient, and the optimisers,
 are in fitting.py; this module stays free of SciPy and Numba so that using a fitted law is cheap.
 """
 from __future__ import annotations
@@ -30,6 +32,7 @@ LOG_COEF_BOUNDS = (-30.0, 80.0)
 BOUNDS = [LOG_COEF_BOUNDS] * 3 + [(0.0, MAX_EXPONENT)] * 2
 PARAMS = ("k", "a", "b", "alpha", "beta")
 METHODS = ("fast", "reference")  # the two fitting methods (fitting.py)
+OBJECTIVES = ("huber-log", "lsq")  # index = Problem.kind
 # A bi-modal prediction can dip below zero when C is large; it is floored before the log.
 PRED_FLOOR = 1e-12
 
@@ -44,19 +47,32 @@ class Problem:
     base: np.ndarray  # zeros for a uni-modal law
     sign: float  # +1: L = E + ..., -1: L = base - C + ...
     weights: np.ndarray  # point counts (ones unless resampled)
+    kind: int = 0  # index into OBJECTIVES: 0 Huber on log loss, 1 least squares on the loss
+    tie: bool = False  # alpha = beta
 
     @property
     def n_points(self) -> int:
         return int(np.count_nonzero(self.weights))
 
     def reweighted(self, weights: np.ndarray) -> "Problem":
-        return Problem(self.log_n, self.log_d, self.log_loss, self.base, self.sign, weights)
+        return Problem(self.log_n, self.log_d, self.log_loss, self.base, self.sign, weights, self.kind, self.tie)
+
+    @property
+    def n_params(self) -> int:
+        return 4 if self.tie else 5
 
 
-def make_problem(n, d, loss, base=None, sign: float = 1.0) -> Problem:
+def objective_kind(objective: str) -> int:
+    if objective not in OBJECTIVES:
+        raise MmlmError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    return OBJECTIVES.index(objective)
+
+
+def make_problem(n, d, loss, base=None, sign: float = 1.0, objective: str = "huber-log", tie: bool = False) -> Problem:
     n, d, loss = (np.asarray(x, dtype=float) for x in (n, d, loss))
     base = np.zeros_like(loss) if base is None else np.asarray(base, dtype=float)
-    return Problem(np.log(n), np.log(d), np.log(loss), base, float(sign), np.ones_like(loss))
+    return Problem(np.log(n), np.log(d), np.log(loss), base, float(sign), np.ones_like(loss),
+                   objective_kind(objective), bool(tie))
 
 
 def huber(r: np.ndarray, delta: float = HUBER_DELTA) -> np.ndarray:
@@ -76,6 +92,8 @@ def predict(theta, log_n, log_d, base=0.0, sign: float = 1.0) -> np.ndarray:
 def objective(theta, p: Problem, delta: float = HUBER_DELTA) -> np.ndarray:
     """Objective of one theta (a float) or of many thetas (k, 5) -> (k,), in plain NumPy."""
     pred = predict(theta, p.log_n, p.log_d, p.base, p.sign)
+    if p.kind == 1:
+        return (((pred - np.exp(p.log_loss)) ** 2) * p.weights).sum(-1)
     r = np.log(np.maximum(pred, PRED_FLOOR)) - p.log_loss
     return (huber(r, delta) * p.weights).sum(-1)
 

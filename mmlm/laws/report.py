@@ -188,7 +188,9 @@ def report_markdown(fitted: Fitted, images: dict[str, str]) -> str:
         f"Source: `{fitted.source}`. Method: {s['method']}; bootstrap resamples: {s['bootstrap']}"
         + (f" (central {100 * s.get('ci_level', 0.9):g}% intervals)" if s["bootstrap"] else "")
         + "; pair laws: whole-pipeline parametric bootstrap (docs/laws.md)"
-        + f"; highest-loss points excluded per law: {s['exclude_top_loss']}; holdout: {s['holdout']}.",
+        + f"; highest-loss points excluded per law: {s['exclude_top_loss']}; holdout: {s['holdout']}"
+        + f"; law: {s.get('law', 'chinchilla')}; objective: {s.get('objective', 'huber-log')}"
+        + ("; exponents tied (alpha = beta)" if s.get("tie_exponents") else "") + ".",
         "",
         "Objective: sum of Huber(delta = 1e-3) of log-loss residuals. Coefficients are the unrounded fitted values "
         "(laws.json has full precision).",
@@ -218,6 +220,7 @@ def report_markdown(fitted: Fitted, images: dict[str, str]) -> str:
                 f"| {_md(key)} | " + " | ".join(_with_ci(d, k) for k in ("C", "A", "B", "alpha", "beta"))
                 + f" | {_fmt(d['objective'])} | {d['n_points']} | " + ("; ".join(d["warnings"]) or "-") + " |"
             )
+    lines += _holdout_section(laws) + _datacon_section(laws) + _isoflop_section(laws)
     if images:
         lines += ["", "## Plots", ""]
         for title, fname in images.items():
@@ -259,3 +262,45 @@ def write_outputs(fitted: Fitted, out: str | Path, plots: bool = True) -> list[P
         atomic.write_bytes(out / fname, data)
         written.append(out / fname)
     return written
+
+
+def _holdout_section(laws: dict) -> list[str]:
+    """Each law's holdout errors, in words: whether it under- or over-predicts the held-out runs."""
+    from .holdout import describe
+
+    rows = [(name, d["holdout"]) for kind in ("unimodal", "bimodal") for name, d in laws[kind].items()
+            if d.get("holdout")]
+    if not rows:
+        return []
+    out = ["", "## Holdout: predicting the held-out runs", "",
+           "Each law refitted without the held-out runs, then asked for their loss. Relative errors "
+           "(predicted - measured) / measured: a law that under-predicts is optimistic about scale.", ""]
+    return out + [f"- **{_md(name)}**: {describe(h)}" for name, h in rows]
+
+
+def _datacon_section(laws: dict) -> list[str]:
+    rows = [(name, d) for name, d in laws["unimodal"].items() if d.get("law") == "data-constrained"]
+    if not rows:
+        return []
+    out = ["", "## Data-constrained law (Muennighoff et al.): repeated data and excess parameters", "",
+           "L = E + A / N'^alpha + B / D'^beta with D' = U_D + U_D R_D* (1 - exp(-R_D / R_D*)) and N' likewise "
+           "(R_N*). The plots draw it for fresh data (U_D = D).", "",
+           "| dataset | R_D* | R_N* |", "|---|---|---|"]
+    return out + [f"| {_md(name)} | {_with_ci(d, 'R_D')} | {_with_ci(d, 'R_N')} |" for name, d in rows]
+
+
+def _isoflop_section(laws: dict) -> list[str]:
+    iso = laws.get("isoflop") or {}
+    if not iso:
+        return []
+    out = ["", "## IsoFLOP analysis (Chinchilla Approach 2)", "",
+           "Per compute budget, the minimum of the loss over log N (curve: "
+           + ", ".join(sorted({g.get("curve", "parabola") for g in iso.values()}))
+           + "); then N* ~ C^a and D* ~ C^b over the budgets, and L*(C) = E + A C^-alpha.", "",
+           "| group | budgets with an optimum | a | b | L*: E | A | alpha |", "|---|---|---|---|---|---|---|"]
+    for key, g in iso.items():
+        ll = g.get("loss_law") or {}
+        out.append(f"| {_md(key)} | {len(g['optima'])} of {len(g['optima']) + len(g['skipped'])} | "
+                   f"{_with_ci(g, 'a') if g['a'] is not None else '-'} | {_with_ci(g, 'b') if g['b'] is not None else '-'} | "
+                   f"{_fmt(ll.get('E'))} | {_fmt(ll.get('A'))} | {_fmt(ll.get('alpha'))} |")
+    return out

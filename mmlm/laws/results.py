@@ -1,6 +1,6 @@
 """From a results table to laws: fit every uni-modal and bi-modal law; read laws.json back.
 
-laws.json (the schema is documented in the README, section "laws.json"):
+laws.json (the schema is documented in docs/formats.md, section "DIR/laws.json"):
     {"unimodal": {name: {"E", "A", "B", "alpha", "beta", "objective", "n_points", "ci": {param: [lo, hi]},
                          "holdout_error", "warnings": [...]}},
      "bimodal":  {"i|j": {"C", "A", "B", "alpha", "beta", "objective", "n_points", "ci": {...}, "warnings": [...]}}}
@@ -16,11 +16,13 @@ import numpy as np
 from mmlm.errors import MmlmError
 from mmlm.jsonio import read_json
 
+from . import holdout as holdouts
 from .bimodal import BimodalLaw
 from .table import Table, read_table
 from .unimodal import UnimodalLaw
 
-HOLDOUTS = ("none", "largest")
+HOLDOUTS = ("none", "largest")  # the named rules; holdout.py parses the others (sizes:K, N>=x, D>x)
+LAWS = ("chinchilla", "data-constrained")
 # Model sizes within this factor of each other count as one size (points read off a figure, or
 # parameter counts that differ by a rounding, are not distinct sizes).
 SAME_SIZE = 1.01
@@ -35,14 +37,18 @@ class Fitted:
     unimodal: dict[str, UnimodalLaw] = field(default_factory=dict)
     bimodal: dict[str, BimodalLaw] = field(default_factory=dict)
     points: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    isoflop: dict[str, dict] = field(default_factory=dict)  # --isoflop: group -> isoflop.analyse(...)
     noise: dict = field(default_factory=dict)  # identify.noise_estimate
 
     def laws(self) -> dict:
-        return {
+        out = {
             "unimodal": {k: v.to_dict() for k, v in self.unimodal.items()},
             "bimodal": {k: v.to_dict() for k, v in self.bimodal.items()},
             "noise": self.noise,
         }
+        if self.isoflop:
+            out["isoflop"] = self.isoflop
+        return out
 
 
 def pair_key(i: str, j: str) -> str:
@@ -57,29 +63,36 @@ def _drop_top_loss(arrays: list[np.ndarray], lines: list[int], loss: np.ndarray,
     return [a[keep] for a in arrays], [ln for ln, kp in zip(lines, keep) if kp]
 
 
-def _enough(where: str, n: int, lines: list[int]) -> None:
-    if n < 5:
+def _enough(where: str, n: int, lines: list[int], params: int = 5) -> None:
+    if n < params:
         shown = ", ".join(map(str, lines[:8])) + (", ..." if len(lines) > 8 else "")
         at = f" (lines {shown})" if lines else ""
-        raise MmlmError(f"{where}: {n} points{at}, fewer than the law's 5 parameters")
+        raise MmlmError(f"{where}: {n} points{at}, fewer than the law's {params} parameters")
 
 
 def fit_table(
     table: Table, method: str = "fast", bootstrap: int = 0, exclude_top_loss: int = 0, holdout: str = "none",
-    seed: int = 0, jobs: int = 1, on_progress=None, level: float = 0.9,
+    seed: int = 0, jobs: int = 1, on_progress=None, objective: str = "huber-log", tie_exponents: bool = False,
+    law: str = "chinchilla", isoflop: bool = False, isoflop_curve: str = "parabola", level: float = 0.9,
 ) -> Fitted:
     """Fit the uni-modal law of every dataset trained alone, then the bi-modal law of every pair.
 
     on_progress(label, advance, total) is called as fits and bootstrap resamples finish.
+    law "data-constrained" fits Muennighoff et al.'s law (datacon.py; the table needs unique tokens);
+    isoflop adds Chinchilla's Approach 2 per group of the table (isoflop.py).
     """
-    if holdout not in HOLDOUTS:
-        raise MmlmError(f"--holdout must be one of {', '.join(HOLDOUTS)}, got {holdout!r}")
+    rule = holdouts.parse(holdout)
     if bootstrap < 0 or exclude_top_loss < 0:
         raise MmlmError("--bootstrap and --exclude-top-loss must be >= 0")
+    if law not in LAWS:
+        raise MmlmError(f"--law must be one of {', '.join(LAWS)}, got {law!r}")
+    if law == "data-constrained" and not table.has_unique:
+        raise MmlmError(f"{table.path}: --law data-constrained needs the unique tokens of every run (--unique-col)")
     if not 0 < level < 1:
         raise MmlmError(f"the interval level must be between 0 and 1, got {level!r}")
     settings = {"method": method, "bootstrap": bootstrap, "exclude_top_loss": exclude_top_loss,
-                "holdout": holdout, "seed": seed, "ci_level": level}
+                "holdout": rule.text, "seed": seed, "objective": objective, "tie_exponents": tie_exponents,
+                "law": law, "ci_level": level}
     out = Fitted(table.path, settings)
     names = table.unimodal_names()
     pairs = table.pairs()
@@ -94,9 +107,10 @@ def fit_table(
     # Every law's points first, so that bad input is reported before any fitting starts.
     for name in names:
         N, D, L, lines = table.unimodal_points(name)
-        (N, D, L), lines = _drop_top_loss([N, D, L], lines, L, exclude_top_loss)
-        _enough(f"{table.path}: dataset {name!r}", len(L), lines)
-        out.points[name] = {"N": N, "D": D, "loss": L}
+        U = table.unique_tokens(name) if law == "data-constrained" else np.zeros(0)
+        (N, D, L, *U), lines = _drop_top_loss([N, D, L] + ([U] if len(U) else []), lines, L, exclude_top_loss)
+        _enough(f"{table.path}: dataset {name!r}", len(L), lines, 4 if tie_exponents else 5)
+        out.points[name] = {"N": N, "D": D, "loss": L, **({"U": U[0]} if U else {})}
     for i, j in pairs:
         key = pair_key(i, j)
         N, Di, Dj, L, lines = table.bimodal_points(i, j)
@@ -115,45 +129,68 @@ def fit_table(
     for name in names:
         pts = out.points[name]
         tick = progress(name)
-        law = UnimodalLaw(method, bootstrap, seed, jobs, on_progress=tick).fit(pts["N"], pts["D"], pts["loss"])
+        if law == "data-constrained":
+            from .datacon import DataConstrainedLaw
+
+            fitted = DataConstrainedLaw(bootstrap, seed, tie_exponents=tie_exponents, on_progress=tick).fit(
+                pts["N"], pts["D"], pts["U"], pts["loss"])
+        else:
+            fitted = UnimodalLaw(method, bootstrap, seed, jobs, on_progress=tick, objective=objective,
+                                 tie_exponents=tie_exponents).fit(pts["N"], pts["D"], pts["loss"])
         if tick:
             tick(1)
-        if holdout == "largest":
-            _holdout(law, pts["N"], pts["D"], pts["loss"], method)
-        identify.check_unimodal(law, pts, level)
-        _dof_warning(law, len(pts["loss"]))
-        out.unimodal[name] = law
-    out.noise = identify.noise_estimate(out.points, out.unimodal)
+        if rule.active:
+            _holdout(fitted, rule, pts)
+        if isinstance(fitted, UnimodalLaw):
+            identify.check_unimodal(fitted, pts, level)
+        _dof_warning(fitted, len(pts["loss"]), getattr(fitted, "n_params", 5))
+        out.unimodal[name] = fitted
+    if isoflop:
+        from .isoflop import analyse_table
+
+        out.isoflop = analyse_table(table, bootstrap=bootstrap, seed=seed, curve=isoflop_curve)
+    chinchilla = {k: v for k, v in out.unimodal.items() if isinstance(v, UnimodalLaw)}
+    out.noise = identify.noise_estimate({k: out.points[k] for k in chinchilla}, chinchilla)
     resamples = bootstrap or pair.DEFAULT_RESAMPLES  # a pair's identifiability needs its intervals
     for i, j in pairs:
         key = pair_key(i, j)
         pts = out.points[key]
         tick = progress(key, resamples)
-        study = pair.Points(out.points[i], out.points[j], pts)
-        measured = out.noise["sigma"] if out.noise.get("method") == "repeats" else None
-        law = pair.fit_pair(study, out.unimodal[i], out.unimodal[j], method, resamples, level, seed,
-                            noise=measured, on_progress=tick)
-        _dof_warning(law, len(pts["loss"]))
-        out.bimodal[key] = law
+        if i in chinchilla and j in chinchilla:
+            study = pair.Points(out.points[i], out.points[j], pts)
+            measured = out.noise["sigma"] if out.noise.get("method") == "repeats" else None
+            fitted = pair.fit_pair(study, out.unimodal[i], out.unimodal[j], method, resamples, level, seed,
+                                   noise=measured, on_progress=tick)
+        else:  # data-constrained uni-modal laws: the plain fit, no identifiability verdict
+            fitted = BimodalLaw(out.unimodal[i], out.unimodal[j], method, bootstrap, seed, jobs, on_progress=tick)
+            fitted = fitted.fit(pts["N"], pts["Di"], pts["Dj"], pts["loss"])
+        _dof_warning(fitted, len(pts["loss"]))
+        out.bimodal[key] = fitted
         if tick:
             tick(1)
+        if rule.active:
+            holdouts.apply_pair(out.bimodal[key], rule, pts)
     return out
 
 
-def _dof_warning(law, n: int) -> None:
-    if n < 10:
-        law.warnings_.append(f"only {n} points for 5 parameters (fewer than twice as many): not identifiable")
+def _dof_warning(law, n: int, params: int = 5) -> None:
+    if n < 2 * params:
+        law.warnings_.append(f"only {n} points for {params} parameters (fewer than twice as many): not identifiable")
 
 
-def _holdout(law: UnimodalLaw, N, D, L, method: str) -> None:
-    """Refit without the runs of the largest model size; the mean relative error predicting them."""
-    held = N >= N.max() / SAME_SIZE
-    if (~held).sum() < 5 or len(np.unique(np.round(np.log(N[~held]), 2))) < 2:
-        law.warnings_.append("holdout: too few points or sizes left without the largest size; not reported")
-        return
-    sub = UnimodalLaw(method).fit(N[~held], D[~held], L[~held])
-    err = np.abs(sub.predict(N[held], D[held]) - L[held]) / L[held]
-    law.holdout_error_ = float(err.mean())
+def _holdout(law, rule, pts: dict) -> None:
+    """Refit without the points of the rule; the relative errors predicting them (holdout.py)."""
+    extra = [pts["U"]] if "U" in pts else []
+
+    def refit(keep):
+        sub = law.refit(pts["N"][keep], pts["D"][keep], *(x[keep] for x in extra), pts["loss"][keep])
+        return lambda held: sub.predict(pts["N"][held], pts["D"][held], *(x[held] for x in extra))
+
+    h, warning = holdouts.evaluate(rule, pts["N"], pts["D"], pts["loss"], refit, law.n_params)
+    if warning:
+        law.warnings_.append(warning)
+    law.holdout_ = h
+    law.holdout_error_ = h["mean_abs"] if h else None
 
 
 def fit_results(

@@ -38,12 +38,33 @@ class Record:
     dataset: str  # what the loss was measured on
     loss: float
     tokens: dict[str, float]  # what the run trained on: dataset -> tokens (only > 0)
+    unique: float = 0.0  # unique tokens U_D of a repeated-data run (--unique-col; 0: not given)
+    group: str = ""  # the --group-col value(s) of the row, joined by "/" ("" without the option)
 
 
 @dataclass
 class Table:
     path: str
     records: list[Record] = field(default_factory=list)
+    duplicates: int = 0  # data rows identical to an earlier row (each still counts as a point)
+
+    @property
+    def has_unique(self) -> bool:
+        return bool(self.records) and all(r.unique > 0 for r in self.records)
+
+    def unique_tokens(self, name: str) -> np.ndarray:
+        """U_D of the runs trained on `name` alone, in the order of unimodal_points."""
+        return np.array([r.unique for r in self.records if r.dataset == name and set(r.tokens) == {name}], dtype=float)
+
+    def groups(self) -> dict[str, list[Record]]:
+        """Uni-modal records by group: the --group-col value, prefixed by the dataset when there are several."""
+        uni = [r for r in self.records if set(r.tokens) == {r.dataset}]
+        several = len({r.dataset for r in uni}) > 1
+        out: dict[str, list[Record]] = {}
+        for r in uni:
+            key = "/".join(x for x in ((r.dataset if several or not r.group else ""), r.group) if x)
+            out.setdefault(key, []).append(r)
+        return out
 
     def unimodal_names(self) -> list[str]:
         """Datasets with runs trained on them alone (and evaluated on them)."""
@@ -120,15 +141,19 @@ def _split_mixture(text: str) -> list[str]:
 def read_table(
     path: str | Path, n_col: str | None = None, d_col: str | None = None, flops_col: str | None = None,
     loss_col: str | None = None, dataset_col: str | None = None, mixture_col: str | None = None,
+    unique_col: str | None = None, group_col: str | None = None,
 ) -> Table:
     """Read a results CSV into records (see the module doc). Every problem is one MmlmError line."""
     path = Path(path)
+    if path.is_dir():
+        hint = f" (e.g. {path / 'results.csv'})" if (path / "results.csv").is_file() else ""
+        raise MmlmError(f"{path}: is a folder; give the results CSV file{hint}")
     if not path.is_file():
         raise MmlmError(f"{path}: no such file")
     if d_col and flops_col:
         raise MmlmError("give --d-col or --flops-col, not both")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark
             reader = csv.reader(f)
             header = next(reader, None)
             rows = [(i + 2, row) for i, row in enumerate(reader) if any(c.strip() for c in row)]
@@ -138,6 +163,11 @@ def read_table(
         raise MmlmError(f"{path}: empty file (no header)")
     header = [h.strip() for h in header]
     table = Table(str(path))
+    seen: set[tuple[str, ...]] = set()
+    for _, row in rows:
+        key = tuple(c.strip() for c in row)
+        table.duplicates += key in seen
+        seen.add(key)
     sweep = all(c in header for c in SWEEP_COLUMNS) and any(h.startswith("tokens_") for h in header)
     generic_opts = d_col or flops_col or mixture_col
     if sweep and not generic_opts:
@@ -146,7 +176,27 @@ def read_table(
         _read_generic(table, header, rows, n_col, d_col, flops_col, loss_col, dataset_col, mixture_col)
     if not table.records:
         raise MmlmError(f"{path}: no data rows")
+    if unique_col or group_col:
+        _read_extra(table, header, rows, unique_col, group_col)
     return table
+
+
+def _read_extra(table: Table, header, rows, unique_col, group_col) -> None:
+    """The unique tokens (--unique-col) and the group (--group-col, comma-separated columns) of each row."""
+    groups = [g.strip() for g in (group_col or "").split(",") if g.strip()]
+    _require(table.path, header, {**({unique_col: "--unique-col"} if unique_col else {}),
+                                  **{g: "--group-col" for g in groups}})
+    by_line = {line: row for line, row in rows}
+    for r in table.records:
+        c = _cells(table.path, header, r.line, by_line[r.line])
+        if unique_col:
+            r.unique = _number(table.path, r.line, unique_col, c[unique_col])
+            d = sum(r.tokens.values())
+            if r.unique > d * (1 + 1e-9):
+                raise MmlmError(f"{table.path} line {r.line}: {unique_col} is {r.unique:g}, more than the "
+                                f"{d:g} tokens the run trained on")
+        if groups:
+            r.group = "/".join(c[g] for g in groups)
 
 
 def _cells(path, header, line, row) -> dict[str, str]:

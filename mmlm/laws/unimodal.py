@@ -20,32 +20,45 @@ class UnimodalLaw(forms.FittedParams):
 
     PARAMS = PARAMS
 
-    def __init__(self, method: str = "fast", bootstrap: int = 0, seed: int = 0, jobs: int = 1, on_progress=None):
+    def __init__(self, method: str = "fast", bootstrap: int = 0, seed: int = 0, jobs: int = 1, on_progress=None,
+                 objective: str = "huber-log", tie_exponents: bool = False):
         if method not in forms.METHODS:
             raise MmlmError(f"unknown method {method!r}; choose one of {', '.join(forms.METHODS)}")
+        forms.objective_kind(objective)
         self.method = method
+        self.objective = objective  # "huber-log" or "lsq" (forms.OBJECTIVES)
+        self.tie_exponents = bool(tie_exponents)  # alpha = beta
         self.bootstrap = bootstrap
         self.seed = seed
         self.jobs = jobs
         self.on_progress = on_progress  # called with the number of bootstrap fits just finished
 
     def fit(self, N, D, loss) -> "UnimodalLaw":
-        N, D, loss = forms.check_points(N=N, D=D, loss=loss)
+        N, D, loss = forms.check_points(4 if self.tie_exponents else 5, N=N, D=D, loss=loss)
         from . import fitting  # SciPy and Numba: only when fitting
 
-        p = make_problem(N, D, loss)
+        p = make_problem(N, D, loss, objective=self.objective, tie=self.tie_exponents)
         best = fitting.fit(p, self.method, fitting.REFERENCE_GRID_UNIMODAL)
         self._set(best.theta, best.objective, len(loss))
         self.ci_ = {}
         if self.bootstrap:
             thetas = fitting.bootstrap(
                 p, best.theta, self.bootstrap, self.method, fitting.REFERENCE_GRID_UNIMODAL,
-                seed=self.seed, jobs=self.jobs, on_progress=self.on_progress,
+                seed=self.seed, jobs=self.jobs, on_progress=self.on_progress, warm_starts=best.ends[1:],
             )
             self.ci_ = fitting.percentile_ci(thetas, PARAMS)
         self.warnings_ = forms.bound_warnings(best.theta, PARAMS, p.log_n, p.log_d)
         self.holdout_error_ = None
+        self.holdout_ = None
         return self
+
+    @property
+    def n_params(self) -> int:
+        return 4 if self.tie_exponents else 5
+
+    def refit(self, N, D, loss) -> "UnimodalLaw":
+        """A new law of the same settings (no bootstrap) fitted to other points: for holdouts."""
+        return UnimodalLaw(self.method, objective=self.objective, tie_exponents=self.tie_exponents).fit(N, D, loss)
 
     def predict(self, N, D) -> np.ndarray:
         """Predicted loss at model size N and tokens D (broadcast)."""
@@ -58,7 +71,9 @@ class UnimodalLaw(forms.FittedParams):
         return {
             "E": self.E_, "A": self.A_, "B": self.B_, "alpha": self.alpha_, "beta": self.beta_,
             "objective": self.objective_, "n_points": self.n_points_, "ci": self.ci_,
-            "holdout_error": self.holdout_error_, "warnings": list(self.warnings_),
+            "holdout_error": self.holdout_error_, "holdout": getattr(self, "holdout_", None),
+            "fit_objective": getattr(self, "objective", "huber-log"), "tie_exponents": getattr(self, "tie_exponents", False),
+            "warnings": list(self.warnings_),
             **getattr(self, "extra_", {}),  # identifiable, why, sigma (results.py)
         }
 
@@ -75,6 +90,10 @@ class UnimodalLaw(forms.FittedParams):
         law._set([np.log(E), np.log(A), np.log(B), alpha, beta], d.get("objective", float("nan")), d.get("n_points", 0))
         law.ci_ = d.get("ci") or {}
         law.holdout_error_ = d.get("holdout_error")
+        law.holdout_ = d.get("holdout")
+        if d.get("fit_objective") in forms.OBJECTIVES:
+            law.objective = d["fit_objective"]
+        law.tie_exponents = bool(d.get("tie_exponents", False))
         law.warnings_ = list(d.get("warnings") or [])
         law.extra_ = {k: d[k] for k in ("identifiable", "why", "sigma") if k in d}
         return law

@@ -28,14 +28,15 @@ from typing import Any
 
 from ..errors import MmlmError
 
-GRID_KEYS = {"data", "sizes", "tokens", "flops", "mixtures", "train", "slurm"}
+GRID_KEYS = {"data", "sizes", "tokens", "flops", "mixtures", "train", "slurm", "schedule", "branch"}
 SLURM_KEYS = {"partition", "gpus_per_run", "time_limit", "cpus_per_task", "mem"}
 # TrainConfig fields the sweep sets itself, per run
 SWEEP_SET = {"data", "size", "mix", "tokens", "out", "resume"}
 # TrainConfig fields that say where or how a run executes, not what it computes (train lets them
 # change when a run is resumed): left out of run ids, so moving a sweep to a GPU keeps its runs
 NOT_IN_ID = SWEEP_SET | {"device", "threads", "attention", "eval_every", "ckpt_every", "max_restarts", "micro_batch",
-                         "nproc", "fsdp"}
+                         "nproc", "fsdp", "keep_steps", "branch_from", "peak_flops", "compile", "tensorboard",
+                         "tensorboard_dir", "activation_checkpointing"}
 
 
 class GridError(MmlmError):
@@ -59,6 +60,9 @@ class RunSpec:
     data: str = ""  # absolute data root
     flops_budget: float | None = None  # set for IsoFLOP grids
     train: dict[str, Any] = field(default_factory=dict)
+    branch_of: str | None = None  # a cooldown branch (branch = true): the trunk run it starts from ...
+    branch_step: int | None = None  # ... at this update
+    start_tokens: int = 0  # tokens the run inherits from its trunk (not trained again)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -78,6 +82,7 @@ class Grid:
     flops: list[float] | None = None
     train: dict[str, Any] = field(default_factory=dict)
     slurm: dict[str, Any] = field(default_factory=dict)
+    branch: bool = False
     source: str = "grid"
     runs: list[RunSpec] = field(default_factory=list)
 
@@ -180,8 +185,9 @@ def grid_from_dict(obj: dict, source: str = "grid", data: str | Path | None = No
         if ok:
             mixtures[str(name)] = {str(ds): float(w) for ds, w in mix.items()}
 
-    # train options
+    # train options; a top-level schedule is train's --schedule
     train_opts = _check_train(obj.get("train", {}), bad)
+    branch = _check_branch(obj, train_opts, bad)
     slurm = _check_slurm(obj.get("slurm", {}), bad)
 
     grid = Grid(
@@ -192,6 +198,7 @@ def grid_from_dict(obj: dict, source: str = "grid", data: str | Path | None = No
         flops=flops,
         train=train_opts,
         slurm=slurm,
+        branch=branch,
         source=source,
     )
     if not problems and vocab_size is not None:
@@ -233,6 +240,10 @@ def _expand(grid: Grid, vocab_size: int, bad) -> list[RunSpec]:
                     continue
                 rid = run_id(size, mname, mix, tokens, grid.train)
                 runs[rid] = RunSpec(rid, size, mname, mix, tokens, n_params, str(grid.data), c, dict(grid.train))
+    if grid.branch:
+        from .branch import branch_runs
+
+        return branch_runs(grid, vocab_size, list(runs.values()))
     return list(runs.values())
 
 
@@ -316,6 +327,29 @@ def _coerce(value, kinds: list[str]):
     if isinstance(value, str) and "str" in kinds:
         return value
     return _BAD
+
+
+def _check_branch(obj: dict, train_opts: dict, bad) -> bool:
+    """`schedule = "wsd"` (same as train.schedule) and `branch = true` (cooldown branches, WSD only)."""
+    if "schedule" in obj:
+        from ..schedule import SCHEDULES
+
+        if obj["schedule"] not in SCHEDULES:
+            bad(f"schedule: {obj['schedule']!r} is not a schedule (choose from {', '.join(SCHEDULES)})")
+        elif "schedule" in train_opts and train_opts["schedule"] != obj["schedule"]:
+            bad(f"schedule: {obj['schedule']!r} disagrees with train.schedule {train_opts['schedule']!r}")
+        else:
+            train_opts["schedule"] = obj["schedule"]
+    branch = obj.get("branch", False)
+    if not isinstance(branch, bool):
+        bad(f"branch: expected true or false, got {branch!r}")
+        return False
+    if branch and train_opts.get("schedule") != "wsd":
+        bad('branch = true: cooldown branches need schedule = "wsd"')
+    for key in ("keep_steps", "branch_from"):
+        if key in train_opts:
+            bad(f"train.{key}: set by the sweep for branched grids (branch = true)")
+    return branch
 
 
 def _check_slurm(opts, bad) -> dict:

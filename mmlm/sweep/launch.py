@@ -8,7 +8,6 @@ Launchers (all call `worker.train_run` in a fresh process, which records its own
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import multiprocessing as mp
 import os
 import time
@@ -16,7 +15,9 @@ from multiprocessing.connection import wait as wait_ready
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import MmlmError
+from .. import atomic
+from ..errors import MmlmError, last_error_line
+from ..subprocs import SAFE_PYTHON
 from .grid import Grid, slurm_params
 from .results import write_results
 from .runs import DONE, FAILED, INTERRUPTED, clear_error, is_busy, last_metrics, run_dir, state_of, write_error, write_spec
@@ -46,6 +47,7 @@ def plan_sweep(grid: Grid, out: str | Path, retry_failed: bool = False) -> list[
         plan.append({
             "id": spec.id, "size": spec.size, "mixture": spec.mixture, "tokens": spec.tokens,
             "n_params": spec.n_params, "flops_budget": spec.flops_budget,
+            "branch_of": spec.branch_of, "start_tokens": spec.start_tokens,
             "state": state, "action": action, "detail": detail,
         })
     busy = [p for p in plan if p["action"] == "busy"]
@@ -95,6 +97,9 @@ def run_sweep(
     emit({"event": "plan", "runs": plan, "dry_run": dry_run})
     report = {"out": str(out), "dry_run": dry_run, "runs": plan}
     if dry_run:
+        from .branch import compute
+
+        report["compute"] = compute(grid)
         return report
 
     with _sweep_lock(out):
@@ -108,9 +113,15 @@ def run_sweep(
                 clear_error(run_dir(out, p["id"]))
         outcomes: dict[str, dict] = {}
         if todo:
+            from .branch import wave
+
+            specs = {spec.id: spec for spec in grid.runs}
             pool = _make_launcher(launcher, out, jobs, slurm_opts)
             try:
-                _drive(pool, todo, out, outcomes, emit)
+                for w in sorted({wave(specs[rid]) for rid in todo}):  # cooldown branches after their trunks
+                    done: dict[str, dict] = {}
+                    _drive(pool, [rid for rid in todo if wave(specs[rid]) == w], out, done, emit)
+                    outcomes.update(done)
             finally:
                 pool.close()
         path, rows = write_results(out)
@@ -168,16 +179,14 @@ def _check_slurm_available() -> None:
 @contextlib.contextmanager
 def _sweep_lock(out: Path) -> Iterator[None]:
     """One sweep at a time per output folder (the lock goes with the process, however it ends)."""
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / ".sweep.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    if out.exists() and not out.is_dir():
+        raise MmlmError(f"--out {out}: exists and is not a folder")
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MmlmError(f"{out}: another `mmlm sweep` is running on this folder") from None
+            stack.enter_context(atomic.exclusive(out / ".sweep.lock"))
+        except atomic.Locked as e:
+            raise MmlmError(f"{out}: another `mmlm sweep` is running on this folder ({e.holder})") from None
         yield
-    finally:
-        os.close(fd)
 
 
 # ---- local: a pool of spawned workers -------------------------------------------------------------
@@ -287,10 +296,10 @@ class SubmititPool:
         if self.local:
             self.jobs = jobs or 1
             self.threads = max(1, cpu_count() // self.jobs)
-            self.executor = submitit.LocalExecutor(folder=folder)
+            self.executor = submitit.LocalExecutor(folder=folder, python=SAFE_PYTHON)
             self.executor.update_parameters(timeout_min=timeout_min)
         else:
-            self.executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+            self.executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_python=SAFE_PYTHON)
             self.jobs = jobs  # None: the whole array at once
             self.threads = slurm.get("cpus_per_task")
             params = {"timeout_min": timeout_min, "nodes": 1, "tasks_per_node": 1, "name": "mmlm-sweep"}
@@ -331,7 +340,7 @@ class SubmititPool:
                 try:
                     outcome = job.result()
                 except Exception as e:  # noqa: BLE001 — the job died (timeout, node lost, killed)
-                    error = " ".join(str(e).split())[:300] or type(e).__name__
+                    error = last_error_line(str(e)) or " ".join(str(e).split())[:300] or type(e).__name__
                     error = f"submitit job {job.job_id} failed: {error}"
                     write_error(Path(self.out) / "runs" / rid, error)
                     outcome = {"id": rid, "status": "failed", "error": error}

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
-import time
 from pathlib import Path
 from typing import Iterator
 
 from .. import atomic
+from ..jsonio import loads
 from .grid import RunSpec
 
 DONE, FAILED, INTERRUPTED, NEW = "done", "failed", "interrupted", "new"
@@ -109,7 +108,7 @@ def last_metrics(folder: Path) -> dict | None:
         return None
     for line in reversed(lines):
         try:
-            obj = json.loads(line)
+            obj = loads(line)
         except ValueError:
             continue  # a line being written
         if isinstance(obj, dict):
@@ -122,21 +121,12 @@ def run_lock(folder: Path, wait_s: float = 2.0) -> Iterator[None]:
     """Hold the run's lock for the duration; RunBusy if another process keeps it for `wait_s`.
 
     The short wait lets a planner that only peeked (see `is_busy`) let go."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise RunBusy(str(folder)) from None
-                time.sleep(0.1)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(atomic.exclusive(folder / ".lock", wait_s))
+        except atomic.Locked:
+            raise RunBusy(str(folder)) from None
         yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def is_busy(folder: Path) -> bool:
@@ -155,7 +145,7 @@ def is_busy(folder: Path) -> bool:
 
 def _read_json(path: Path) -> dict | None:
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = loads(path.read_bytes())
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None

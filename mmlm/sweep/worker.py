@@ -66,6 +66,16 @@ def _train(folder: Path, threads: int | None, parent_pid: int | None) -> dict:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     if threads and "threads" in fields and "threads" not in opts:
         opts["threads"] = threads
+    if opts.get("tensorboard"):  # every run of the sweep under one folder, so they overlay
+        opts["tensorboard_dir"] = str(folder.parent.parent / "tensorboard" / folder.name)
+    if spec.branch_of:
+        from ..schedule import branch_point
+
+        point = branch_point(folder.parent / spec.branch_of, spec.branch_step)
+        if not point.is_dir():
+            raise MmlmError(f"trunk run {spec.branch_of} has no branch point at update {spec.branch_step} "
+                            "(it has to get there first; did it fail, or run before branch = true?)")
+        opts["branch_from"] = str(point)
     cfg = TrainConfig(
         **opts,
         data=spec.data,

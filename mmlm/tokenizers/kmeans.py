@@ -4,7 +4,6 @@ their files on disk (one JSON of settings plus one .safetensors of arrays next t
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from scipy import sparse
 
 from .. import atomic
 from ..errors import MmlmError
+from ..jsonio import loads
 
 _CHUNK = 16384  # rows per distance block: bounds memory at _CHUNK x k floats
 _PP_PER_CLUSTER = 20  # k-means++ seeds from at most this many candidate rows per cluster
@@ -120,7 +120,7 @@ def load_files(path: str | Path, kind: str, names: tuple[str, ...]) -> tuple[dic
 
     path = Path(path)
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = loads(path.read_bytes())
     except FileNotFoundError:
         raise MmlmError(f"{path}: tokenizer file not found") from None
     except (OSError, ValueError) as e:

@@ -8,8 +8,8 @@ codebooks, each against a baseline measured in the same run (interleaved repetit
   word cache; target >= 1. The note says on how many documents the two give identical ids, and also
   gives the speed of a bare pure-Python `re.findall` word split of the same text, the least any
   tokenizer must do (HF tokenizers' byte-level pipeline runs at a fraction of it on one core, so the
-  cached pure-Python encoder, whose time is mostly its regex split and first-seen merges, can match
-  or beat it: on a busy 2-core machine it did, ratio ~0.5-1).
+  cached pure-Python encoder, whose time is mostly its regex split and first-seen merges, comes close:
+  ratio 1.09-1.29 in bench/RESULTS.md, and ~0.5-1 on a busier run of the same 2-core machine).
 - molecule: SMILES regex tokenization in molecules/s against RDKit parsing the same SMILES (the
   validity check the pipeline runs before it); target >= 1 (tokenizing is not the bottleneck).
 - image, speech encode: items/s with BLAS held to one thread (as `tokenize_dataset` does) against
@@ -22,28 +22,13 @@ Data: Python's own documentation (pydoc_data topics) and standard-library source
 digits at 32x32; RDKit's bundled NCI SMILES (skipped without RDKit); eSpeak NG utterances
 (synthetic chirps without espeakng-loader).
 
-    python bench/tokenize.py [--quick]
+    python bench/tokenizers_speed.py [--quick]
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __name__ == "tokenize":
-    # bench/ is on sys.path (`python bench/...`), so `import tokenize` (the standard library's, which
-    # linecache and inspect import) found this file: hand over the real module instead. Nothing below
-    # imports anything heavy at module level, so this stays safe mid-way through any import.
-    import importlib.util
-    import sysconfig
-
-    _spec = importlib.util.spec_from_file_location("tokenize", f"{sysconfig.get_paths()['stdlib']}/tokenize.py")
-    _real = importlib.util.module_from_spec(_spec)
-    sys.modules["tokenize"] = _real
-    _spec.loader.exec_module(_real)
-
-import re  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import re
+import statistics
+import time
 
 WORD_SPLIT = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\w+| ?\d+| ?[^\s\w]+|\s+(?!\S)|\s+""")
 
@@ -348,7 +333,6 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib, so bench/tokenize.py shadows nothing
     from run_all import main_for
 
     main_for(run)
