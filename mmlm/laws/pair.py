@@ -25,7 +25,7 @@ import numpy as np
 
 from . import identify
 from .bimodal import PARAMS, BimodalLaw
-from .forms import make_problem, natural
+from .forms import make_problem
 from .unimodal import UnimodalLaw
 
 SAME_SIZE = 1.01  # as results.SAME_SIZE
