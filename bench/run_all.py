@@ -20,8 +20,8 @@ import time
 import traceback
 
 HERE = Path(__file__).resolve().parent
-SUITE = ["interleave", "aggregate", "train_step", "fit", "generate", "tokenizers_speed", "tokenize_memory", "wsd", "vqvae",
-         "gpu"]
+SUITE = ["interleave", "aggregate", "train_step", "fit", "fit_pair", "generate", "tokenizers_speed", "tokenize_memory",
+         "wsd", "vqvae", "gpu"]
 
 
 def _load(name: str):
@@ -85,6 +85,9 @@ def write_markdown(results: dict, errors: dict, path: Path, machine: str, second
     notes = [(n, r["note"]) for n, r in results.items() if r.get("note")]
     if notes:
         lines += ["", "## Notes", ""] + [f"- **{n}**: {note}" for n, note in notes]
+    for n, r in results.items():  # an entry may carry a markdown table of its own (lines)
+        if r.get("table"):
+            lines += ["", f"## {n}", ""] + list(r["table"])
     if errors:
         lines += ["", "## Benchmarks that failed to run", ""] + [f"- **{n}**: {e}" for n, e in errors.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -19,7 +19,7 @@ def fit(
     loss_col: Optional[str] = typer.Option(None, "--loss-col", help="Column of the loss (default: loss)."),
     dataset_col: Optional[str] = typer.Option(None, "--dataset-col", help="Column naming the dataset each loss is on (none: one dataset)."),
     mixture_col: Optional[str] = typer.Option(None, "--mixture-col", help="Column naming what each run trained on: 'a', or 'a+b' for a pair."),
-    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resamples for 95% intervals of every parameter (0: none)."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resamples for 90% intervals of every parameter (0: none for uni-modal laws; a pair always gets 200, its identifiability needs them)."),
     exclude_top_loss: int = typer.Option(0, "--exclude-top-loss", min=0, help="Drop the K highest-loss points of each law (Epoch: 5 for Chinchilla)."),
     holdout: str = typer.Option("none", "--holdout", help="Refit without these points and report the errors predicting them: largest, sizes:K (the K largest sizes), 'N>=1e10', 'D>3e11' (>=, >, <=, <), or none."),
     objective: str = typer.Option("huber-log", "--objective", help="huber-log (Huber, delta 1e-3, on log loss: Hoffmann, Epoch) or lsq (least squares on the loss: Gadre et al.)."),
@@ -107,6 +107,7 @@ def fit(
         for name, d in laws[kind].items():
             for w in d["warnings"]:
                 console.print(f"[yellow]warning (!):[/] {escape(name)}: {escape(w)}", markup=True)
+    _show_identifiability(laws)
     console.print(f"wrote [bold]{escape(str(out / 'laws.json'))}[/] and [bold]{escape(str(out / 'report.md'))}[/]"
                   + ("" if no_plots else " with the plots"), markup=True)
 
@@ -132,6 +133,20 @@ def _num(x) -> str:
     return "-" if x is None else f"{x:.4g}"
 
 
+def _show_identifiability(laws: dict) -> None:
+    """The loss noise, and one loud warning per law its data do not identify."""
+    noise = laws.get("noise") or {}
+    if noise.get("sigma") is not None:
+        how = {"repeats": f"from repeated runs, {noise.get('dof')} dof",
+               "residuals": "from the uni-modal laws' residuals: an upper estimate"}[noise["method"]]
+        console.print(f"loss noise: {100 * noise['sigma']:.3g}% ({how})")
+    for kind, what in (("unimodal", "uni-modal law"), ("bimodal", "pair law")):
+        for name, d in laws[kind].items():
+            if d.get("identifiable") is False:
+                console.print(f"[bold red]warning: the {what} {escape(name)} is NOT IDENTIFIABLE from these runs[/] "
+                              f"(do not plan from it): " + escape("; ".join(d.get("why") or [])), markup=True)
+
+
 def _show(laws: dict) -> None:
     """One table of coefficients per law kind, then one of bootstrap intervals when there are any."""
     from rich.table import Table
@@ -153,7 +168,8 @@ def _show(laws: dict) -> None:
                       *((_num(d["holdout_error"]),) if extra else ()))
         console.print(t)
         if any(d["ci"] for d in laws[kind].values()):
-            t = Table(title="95% bootstrap intervals (2.5 - 97.5 percentiles)")
+            level = next((d.get("ci_level") for d in laws["bimodal"].values()), None) or 0.9
+            t = Table(title=f"{100 * level:g}% bootstrap intervals")
             t.add_column("dataset" if extra else "pair")
             for c in params:
                 t.add_column(c, justify="right")

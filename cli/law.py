@@ -1,4 +1,4 @@
-"""Use fitted laws (laws.json of `mmlm fit`): predict a loss, the compute-optimal size, the competition barrier, a plan."""
+"""Use fitted laws (laws.json of `mmlm fit`): predict a loss, the compute-optimal size, the competition barrier, a plan, a design."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +12,27 @@ app = typer.Typer(help=__doc__, no_args_is_help=True)
 
 LAWS = typer.Argument(..., help="laws.json written by `mmlm fit`.")
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+FORCE = typer.Option(False, "--force", help="Answer even from a pair law that `mmlm fit` marked not identifiable.")
+
+
+def _identified(laws: dict, key: str, force: bool, uni: bool = False) -> str | None:
+    """None, or (with --force) the line saying which laws are unidentified; without --force an error."""
+    from mmlm.errors import MmlmError
+
+    bad = []
+    d = laws["bimodal"][key]
+    if d.get("identifiable") is False:
+        bad.append(f"the pair law {key} is not identifiable (" + "; ".join(d.get("why") or []) + ")")
+    for name in key.split("|", 1) if uni else ():
+        u = laws["unimodal"].get(name, {})
+        if u.get("identifiable") is False:
+            bad.append(f"the uni-modal law {name} is not identifiable (" + "; ".join(u.get("why") or []) + ")")
+    if not bad:
+        return None
+    if not force:
+        raise MmlmError(f"{laws.get('_path', 'laws.json')}: " + "; ".join(bad)
+                        + ": no answer from it (more or more precise runs: see `mmlm law design`; --force answers anyway)")
+    return "FORCED (--force): " + "; ".join(bad) + ": this answer is not determined by the data"
 
 
 def _num(x) -> str:
@@ -89,6 +110,7 @@ def barrier(
     n: Optional[float] = typer.Option(None, "--n", help="With --d: which side of the barrier this N lies on."),
     d: Optional[float] = typer.Option(None, "--d", help="Total tokens Di + Dj of the point to place."),
     points: int = typer.Option(13, "--points", min=2, help="Points of the barrier curve to list."),
+    force: bool = FORCE,
     as_json: bool = JSON,
 ) -> None:
     """The competition barrier of a pair: where synergy C equals A/N^alpha + B/(Di+Dj)^beta."""
@@ -97,19 +119,28 @@ def barrier(
     from mmlm.laws.planning import barrier as barrier_of
     from mmlm.laws.results import bimodal_law, load_laws
 
-    key, law = bimodal_law(load_laws(laws_path), pair)
+    laws = load_laws(laws_path)
+    key, law = bimodal_law(laws, pair)
+    forced = _identified(laws, key, force)
     res = barrier_of(law, n, d, points)
-    res = {"pair": key, **res}
+    res = {"pair": key, **res, "ci_barrier": laws["bimodal"][key].get("ci_barrier"),
+           "identifiable": laws["bimodal"][key].get("identifiable")}
+    if forced:
+        res["forced"] = forced
     if as_json:
         print_json(res)
         return
+    if forced:
+        console.print(f"[bold red]{escape(forced)}[/]", markup=True)
     console.print(f"[bold]{escape(key)}[/]: synergy C = {_num(res['C'])}; competition A/N^alpha + B/D^beta with "
                   f"A = {_num(res['A'])}, alpha = {_num(res['alpha'])}, B = {_num(res['B'])}, beta = {_num(res['beta'])}",
                   markup=True)
     if res["n_min"] is None:
         console.print("synergy is never reached: C is not above A/N^alpha at any N")
     else:
-        console.print(f"smallest N at which synergy is possible at all (D -> infinity): [bold]{_num(res['n_min'])}[/]",
+        ci = (res["ci_barrier"] or {}).get("n_min")
+        within = f" (interval {_num(ci[0])} - {_num(ci[1]) if ci[1] is not None else 'unbounded'})" if ci else ""
+        console.print(f"smallest N at which synergy is possible at all (D -> infinity): [bold]{_num(res['n_min'])}[/]{within}",
                       markup=True)
         t = Table(title="barrier: beyond D one mixed model beats two separate ones of the same size")
         t.add_column("N", justify="right")
@@ -129,6 +160,7 @@ def plan(
     laws_path: Path = LAWS,
     flops: float = typer.Option(..., "--flops", help="Compute budget C in FLOPs for both datasets together."),
     datasets: str = typer.Option(..., "--datasets", help="The two datasets, a,b (their pair must have a bi-modal law)."),
+    force: bool = FORCE,
     as_json: bool = JSON,
 ) -> None:
     """One mixed model or two separate models for a FLOP budget: which reaches the lower loss, and the best split."""
@@ -137,11 +169,17 @@ def plan(
     from mmlm.laws.planning import plan as plan_of
     from mmlm.laws.results import bimodal_law, load_laws
 
-    key, law = bimodal_law(load_laws(laws_path), datasets)
+    laws = load_laws(laws_path)
+    key, law = bimodal_law(laws, datasets)
+    forced = _identified(laws, key, force, uni=True)
     res = {"pair": key, **plan_of(law, flops)}
+    if forced:
+        res["forced"] = forced
     if as_json:
         print_json(res)
         return
+    if forced:
+        console.print(f"[bold red]{escape(forced)}[/]", markup=True)
     i, j = key.split("|", 1)
     m, s = res["mixed"], res["separate"]
     t = Table(title=f"{key} at C = {_num(res['flops'])} FLOPs: mean loss of the two datasets")
@@ -158,5 +196,71 @@ def plan(
                   f"{_num(free['i']['n'])} / {_num(free['j']['n'])}",
                   f"{_num(free['i']['d'])} / {_num(free['j']['d'])}", _num(free["loss"]))
     console.print(t)
-    console.print(f"winner at equal per-dataset tokens: [bold]{escape(str(res['winner']))}[/] "
-                  f"(by {_num(res['advantage'])} in mean loss)", markup=True)
+    against = ("the best free separate plan (each model compute-optimal)" if res["compared_with"] == "separate_free"
+               else "separate models at the same per-dataset tokens")
+    console.print(f"winner at C = {_num(res['flops'])}: [bold]{escape(str(res['winner']))}[/] "
+                  f"(mixed vs {against}, by {_num(res['advantage'])} in mean loss)", markup=True)
+    console.print(f"at equal per-dataset tokens (the paper's comparison): {res['winner_equal_tokens']} "
+                  f"(by {_num(res['advantage_equal_tokens'])})")
+
+
+def _numbers(option: str, text: Optional[str]):
+    from mmlm.errors import MmlmError
+
+    if text is None:
+        return None
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise MmlmError(f"{option} needs comma-separated numbers like 1e7,3e7,1e8; got {text!r}") from None
+    if not vals:
+        raise MmlmError(f"{option} is empty")
+    return vals
+
+
+@app.command("design")
+def design(
+    laws_path: Path = LAWS,
+    pair: str = typer.Option(..., "--pair", help="The pair whose law to simulate, a,b."),
+    noise: Optional[float] = typer.Option(None, "--noise", help="Loss noise (std of log loss; 0.003 = 0.3%). Default: the one `mmlm fit` estimated."),
+    sizes: Optional[str] = typer.Option(None, "--sizes", help="Model sizes N, comma-separated (default: the fitted study's)."),
+    tokens: Optional[str] = typer.Option(None, "--tokens", help="Per-dataset budgets D, comma-separated: uni-modal runs at D, mixed at D + D (default: the study's)."),
+    seeds: int = typer.Option(20, "--seeds", help="Simulated studies."),
+    resamples: int = typer.Option(200, "--resamples", min=10, help="Bootstrap resamples per simulated study."),
+    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Processes (0: one per CPU core)."),
+    as_json: bool = JSON,
+) -> None:
+    """How precisely would a paired grid of runs pin down a pair law? Simulate it from the laws and fit each study."""
+    import os
+
+    from mmlm.laws.design import design as design_of
+    from mmlm.laws.design import setup
+    from mmlm.laws.results import load_laws
+
+    from .common import progress_bar
+
+    laws = load_laws(laws_path)
+    grid = dict(noise=noise, sizes=_numbers("--sizes", sizes), tokens=_numbers("--tokens", tokens), seeds=seeds)
+    setup(laws, pair, **grid)  # bad input: one line, before any simulation starts
+    kwargs = dict(grid, resamples=resamples, jobs=jobs or os.cpu_count() or 1)
+    if as_json:
+        print_json(design_of(laws, pair, **kwargs))
+        return
+    with progress_bar() as bar:
+        task = bar.add_task("simulated studies", total=seeds)
+        res = design_of(laws, pair, on_progress=lambda k: bar.advance(task, k), **kwargs)
+    console.print(f"[bold]{escape(res['pair'])}[/]: {len(res['sizes'])} sizes x {len(res['tokens'])} budgets "
+                  f"({res['runs']['unimodal_each']} uni-modal runs per dataset, {res['runs']['mixed']} mixed) "
+                  f"at {100 * res['noise']:.3g}% noise, {res['seeds']} simulated studies", markup=True)
+    if "warning" in res:
+        console.print(f"[bold red]warning:[/] {escape(res['warning'])}", markup=True)
+    level = f"{100 * res['level']:g}%"
+    _kv_table("expected precision", {
+        "P(pair law identifiable)": res["p_identifiable"],
+        f"median {level} interval width of C": res["median_ci_width_C"],
+        "  relative to C": res["median_ci_width_C_relative"],
+        f"median {level} interval of the barrier N (decades)": res["median_ci_width_barrier_decades"],
+        "median relative error of C": res["median_rel_error_C"],
+        f"coverage of C's {level} interval": res["coverage_C"],
+        f"coverage of the barrier's {level} interval": res["coverage_barrier"],
+    })

@@ -10,8 +10,9 @@ from mmlm.laws import synthetic
 from mmlm.laws.results import bimodal_law, load_laws, unimodal_law
 
 UNI_KEYS = {"E", "A", "B", "alpha", "beta", "objective", "n_points", "ci", "holdout_error", "warnings",
-            "holdout", "fit_objective", "tie_exponents"}
-BI_KEYS = {"C", "A", "B", "alpha", "beta", "objective", "n_points", "ci", "warnings", "holdout"}
+            "holdout", "fit_objective", "tie_exponents", "identifiable", "why", "sigma"}
+BI_KEYS = {"C", "A", "B", "alpha", "beta", "objective", "n_points", "ci", "warnings", "holdout", "identifiable", "why",
+           "ci_level", "ci_barrier", "matched", "n_matched", "sigma", "design"}
 
 
 def run_cli(*args):
@@ -38,7 +39,7 @@ def fitted(tmp_path_factory):
 def test_fit_writes_laws_json_plots_and_report(fitted):
     out, laws = fitted
     assert json.loads((out / "laws.json").read_text()) == laws
-    assert set(laws) == {"unimodal", "bimodal"}
+    assert set(laws) == {"unimodal", "bimodal", "noise"}
     assert set(laws["unimodal"]) == {"code", "text"}
     assert set(laws["bimodal"]) == {"code|text"}
     for name, d in laws["unimodal"].items():

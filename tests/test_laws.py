@@ -203,7 +203,8 @@ def test_plan_compares_mixed_with_separate_at_equal_tokens():
         assert 6 * (s["n_i"] * s["d_i"] + s["n_j"] * s["d_j"]) == pytest.approx(C)
         assert s["loss"] <= s["even_split_loss"] + 1e-12
         assert s["even_split_loss"] == pytest.approx(float(law.separate(m["n"], m["d_i"], m["d_j"])))
-        assert res["winner"] == ("mixed" if m["loss"] < s["loss"] else "separate")
+        assert res["winner_equal_tokens"] == ("mixed" if m["loss"] < s["loss"] else "separate")
+        assert res["winner"] == ("mixed" if m["loss"] < res["separate_free"]["loss"] else "separate")
     # small budgets sit behind the barrier (competition wins); huge ones past it
     assert plan(law, 1e18)["winner"] == "separate"
     assert plan(law, 1e26)["winner"] == "mixed"

@@ -4,7 +4,9 @@
 
 Li, Lj are the fitted uni-modal laws; the left side is the mean of the run's two per-dataset losses.
 C is the maximum synergy; A / N^alpha (capacity) and B / (Di + Dj)^beta (optimisation) are the
-competition terms. Bootstrap intervals resample the mixed runs and hold Li and Lj fixed.
+competition terms. `fit(..., base=...)` takes the separate losses [Li + Lj] / 2 measured on matched
+uni-modal runs instead of the laws' (pair.py does that and bootstraps the whole pipeline); the
+`bootstrap` option here resamples the mixed runs only and holds Li and Lj fixed.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from .forms import make_problem, predict
 from .unimodal import UnimodalLaw
 
 PARAMS = ("C", "A", "B", "alpha", "beta")
+# laws.json fields of a pair beyond its parameters (written by pair.py; see docs/laws.md)
+EXTRA = ("identifiable", "why", "ci_level", "ci_barrier", "matched", "n_matched", "sigma", "design")
 
 
 class BimodalLaw(forms.FittedParams):
@@ -39,12 +43,15 @@ class BimodalLaw(forms.FittedParams):
         """[Li(N, Di) + Lj(N, Dj)] / 2: what the two uni-modal laws give at the same N and tokens."""
         return 0.5 * (self.law_i.predict(N, Di) + self.law_j.predict(N, Dj))
 
-    def fit(self, N, Di, Dj, loss) -> "BimodalLaw":
+    def fit(self, N, Di, Dj, loss, base=None, extra_starts=()) -> "BimodalLaw":
+        """base: the separate loss [Li + Lj] / 2 of each point (default: the uni-modal laws')."""
         N, Di, Dj, loss = forms.check_points(N=N, Di=Di, Dj=Dj, loss=loss)
         from . import fitting  # SciPy and Numba: only when fitting
 
-        p = make_problem(N, Di + Dj, loss, base=self.separate(N, Di, Dj), sign=-1.0)
-        best = fitting.fit(p, self.method, fitting.REFERENCE_GRID_BIMODAL)
+        base = self.separate(N, Di, Dj) if base is None else np.asarray(base, dtype=float)
+        p = make_problem(N, Di + Dj, loss, base=base, sign=-1.0)
+        self.problem_ = p
+        best = fitting.fit(p, self.method, fitting.REFERENCE_GRID_BIMODAL, extra_starts=extra_starts)
         self._set(best.theta, best.objective, len(loss))
         self.ci_ = {}
         if self.bootstrap:
@@ -74,7 +81,7 @@ class BimodalLaw(forms.FittedParams):
             "C": self.C_, "A": self.A_, "B": self.B_, "alpha": self.alpha_, "beta": self.beta_,
             "objective": self.objective_, "n_points": self.n_points_, "ci": self.ci_,
             "holdout": getattr(self, "holdout_", None),
-            "warnings": list(self.warnings_),
+            "warnings": list(self.warnings_), **getattr(self, "extra_", {}),
         }
 
     @classmethod
@@ -91,6 +98,7 @@ class BimodalLaw(forms.FittedParams):
             law._set([np.log(C), np.log(A), np.log(B), alpha, beta], d.get("objective", float("nan")), d.get("n_points", 0))
         law.ci_ = d.get("ci") or {}
         law.warnings_ = list(d.get("warnings") or [])
+        law.extra_ = {k: d[k] for k in EXTRA if k in d}
         return law
 
     def __repr__(self) -> str:

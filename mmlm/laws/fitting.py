@@ -275,7 +275,8 @@ def bootstrap(
     return np.vstack(results)
 
 
-def percentile_ci(thetas: np.ndarray, names) -> dict:
-    """2.5 / 97.5 percentile interval of every parameter over bootstrap fits."""
+def percentile_ci(thetas: np.ndarray, names, level: float = 0.9) -> dict:
+    """Central percentile interval (90%: 5 / 95 percentiles) of every parameter over bootstrap fits."""
     nat = natural(thetas, names)
-    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in nat.items()}
+    q = 100 * (1 - level) / 2
+    return {k: [float(np.percentile(v, q)), float(np.percentile(v, 100 - q))] for k, v in nat.items()}

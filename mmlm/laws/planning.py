@@ -132,8 +132,12 @@ def plan(law: BimodalLaw, flops: float) -> dict:
     - separate: two models that see the same per-dataset tokens as the mixed plan (Di and Dj), the
       budget split f : 1 - f between them (sizes N_i = f C / (6 Di), N_j = (1 - f) C / (6 Dj)), f chosen
       to minimise the mean loss. At f = 1/2 both have the mixed model's size: the paper's comparison.
-    - separate_free (context): each model compute-optimal on its share, with the best split.
-    The winner is the plan with the lower mean of the two losses (mixed vs separate).
+    - separate_free: each model compute-optimal on its share (its own tokens), with the best split:
+      the best separate plan at the same total compute.
+    The verdict ("winner") compares the best mixed plan with separate_free, the best *free* separate
+    plan (a researcher would not hold separate models to the mixed plan's tokens); where no free plan
+    exists (an exponent of 0) it falls back to the equal-tokens one. "winner_equal_tokens" is the
+    paper's comparison (mixed vs separate at the same per-dataset tokens).
     """
     C = _check_flops(flops)
     li, lj = law.law_i, law.law_j
@@ -148,7 +152,8 @@ def plan(law: BimodalLaw, flops: float) -> dict:
                 "i": optimal(li, ff * C), "j": optimal(lj, (1 - ff) * C)}
     except MmlmError:
         free = None  # an exponent of 0: no compute-optimal size
-    winner = "mixed" if mixed["loss"] < sep_loss else "separate"
+    best_sep = free["loss"] if free else sep_loss
+    winner = "mixed" if mixed["loss"] < best_sep else "separate"
     return {
         "flops": C,
         "mixed": {"n": mixed["n"], "d": mixed["d"], "d_i": di, "d_j": dj, "loss": mixed["loss"]},
@@ -159,7 +164,10 @@ def plan(law: BimodalLaw, flops: float) -> dict:
         },
         "separate_free": free,
         "winner": winner,
-        "advantage": abs(sep_loss - mixed["loss"]),
+        "compared_with": "separate_free" if free else "separate",
+        "advantage": abs(best_sep - mixed["loss"]),
+        "winner_equal_tokens": "mixed" if mixed["loss"] < sep_loss else "separate",
+        "advantage_equal_tokens": abs(sep_loss - mixed["loss"]),
     }
 
 

@@ -154,6 +154,31 @@ def _md(name: str) -> str:
     return name.replace("|", "\\|")  # a pair "a|b" inside a table cell
 
 
+def identifiability_lines(laws: dict) -> list[str]:
+    """The loss noise, and a warning no reader can miss for every law its data do not identify."""
+    out = []
+    noise = laws.get("noise") or {}
+    if noise.get("sigma") is not None:
+        out += [f"Loss noise: {100 * noise['sigma']:.3g}% (standard deviation of log loss, from "
+                + ("repeated runs" if noise["method"] == "repeats" else "the uni-modal laws' residuals, an upper estimate")
+                + ").", ""]
+    for kind, what in (("unimodal", "uni-modal law"), ("bimodal", "pair law")):
+        for name, d in laws[kind].items():
+            if d.get("identifiable") is False:
+                out += [f"> **WARNING: the {what} `{name}` is NOT IDENTIFIABLE from these runs.** Its parameters "
+                        "(and any barrier or plan read from it) are not determined by the data; do not plan from it. "
+                        "Why: " + "; ".join(d.get("why") or []) + ".", ""]
+            elif d.get("identifiable") is True and kind == "bimodal":
+                out += [f"The pair law `{name}` is identifiable: {d.get('n_matched', 0)} of {d['n_points']} mixed runs "
+                        "matched by uni-modal runs of the same size and per-dataset tokens.", ""]
+            n_min = (d.get("ci_barrier") or {}).get("n_min")
+            if n_min:
+                out += [f"Barrier of `{name}` (smallest N at which synergy is possible): "
+                        f"{100 * d.get('ci_level', 0.9):g}% interval [{_fmt(n_min[0])}, "
+                        + ("no finite bound" if n_min[1] is None else _fmt(n_min[1])) + "].", ""]
+    return out
+
+
 def report_markdown(fitted: Fitted, images: dict[str, str]) -> str:
     laws = fitted.laws()
     s = fitted.settings
@@ -161,7 +186,8 @@ def report_markdown(fitted: Fitted, images: dict[str, str]) -> str:
         "# Scaling-law fit",
         "",
         f"Source: `{fitted.source}`. Method: {s['method']}; bootstrap resamples: {s['bootstrap']}"
-        + (" (intervals are 2.5-97.5 percentiles)" if s["bootstrap"] else "")
+        + (f" (central {100 * s.get('ci_level', 0.9):g}% intervals)" if s["bootstrap"] else "")
+        + "; pair laws: whole-pipeline parametric bootstrap (docs/laws.md)"
         + f"; highest-loss points excluded per law: {s['exclude_top_loss']}; holdout: {s['holdout']}"
         + f"; law: {s.get('law', 'chinchilla')}; objective: {s.get('objective', 'huber-log')}"
         + ("; exponents tied (alpha = beta)" if s.get("tie_exponents") else "") + ".",
@@ -169,6 +195,7 @@ def report_markdown(fitted: Fitted, images: dict[str, str]) -> str:
         "Objective: sum of Huber(delta = 1e-3) of log-loss residuals. Coefficients are the unrounded fitted values "
         "(laws.json has full precision).",
         "",
+    ] + identifiability_lines(laws) + [
         "## Uni-modal laws: L(N, D) = E + A / N^alpha + B / D^beta",
         "",
         "| dataset | E | A | B | alpha | beta | objective | points | holdout error | warnings |",

@@ -4,6 +4,7 @@ laws.json (the schema is documented in docs/formats.md, section "DIR/laws.json")
     {"unimodal": {name: {"E", "A", "B", "alpha", "beta", "objective", "n_points", "ci": {param: [lo, hi]},
                          "holdout_error", "warnings": [...]}},
      "bimodal":  {"i|j": {"C", "A", "B", "alpha", "beta", "objective", "n_points", "ci": {...}, "warnings": [...]}}}
+plus, per law, "identifiable" and "why", per pair "ci_barrier", "matched", ..., and "noise" (docs/laws.md).
 """
 from __future__ import annotations
 
@@ -37,11 +38,13 @@ class Fitted:
     bimodal: dict[str, BimodalLaw] = field(default_factory=dict)
     points: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     isoflop: dict[str, dict] = field(default_factory=dict)  # --isoflop: group -> isoflop.analyse(...)
+    noise: dict = field(default_factory=dict)  # identify.noise_estimate
 
     def laws(self) -> dict:
         out = {
             "unimodal": {k: v.to_dict() for k, v in self.unimodal.items()},
             "bimodal": {k: v.to_dict() for k, v in self.bimodal.items()},
+            "noise": self.noise,
         }
         if self.isoflop:
             out["isoflop"] = self.isoflop
@@ -70,7 +73,7 @@ def _enough(where: str, n: int, lines: list[int], params: int = 5) -> None:
 def fit_table(
     table: Table, method: str = "fast", bootstrap: int = 0, exclude_top_loss: int = 0, holdout: str = "none",
     seed: int = 0, jobs: int = 1, on_progress=None, objective: str = "huber-log", tie_exponents: bool = False,
-    law: str = "chinchilla", isoflop: bool = False, isoflop_curve: str = "parabola",
+    law: str = "chinchilla", isoflop: bool = False, isoflop_curve: str = "parabola", level: float = 0.9,
 ) -> Fitted:
     """Fit the uni-modal law of every dataset trained alone, then the bi-modal law of every pair.
 
@@ -85,9 +88,11 @@ def fit_table(
         raise MmlmError(f"--law must be one of {', '.join(LAWS)}, got {law!r}")
     if law == "data-constrained" and not table.has_unique:
         raise MmlmError(f"{table.path}: --law data-constrained needs the unique tokens of every run (--unique-col)")
+    if not 0 < level < 1:
+        raise MmlmError(f"the interval level must be between 0 and 1, got {level!r}")
     settings = {"method": method, "bootstrap": bootstrap, "exclude_top_loss": exclude_top_loss,
                 "holdout": rule.text, "seed": seed, "objective": objective, "tie_exponents": tie_exponents,
-                "law": law}
+                "law": law, "ci_level": level}
     out = Fitted(table.path, settings)
     names = table.unimodal_names()
     pairs = table.pairs()
@@ -113,8 +118,10 @@ def fit_table(
         _enough(f"{table.path}: pair {key}", len(L), lines)
         out.points[key] = {"N": N, "Di": Di, "Dj": Dj, "loss": L}
 
-    def progress(label):
-        total = bootstrap + 1
+    from . import identify, pair
+
+    def progress(label, resamples=bootstrap):
+        total = resamples + 1
         if on_progress:
             on_progress(label, 0, total)
         return (lambda k: on_progress(label, k, total)) if on_progress else None
@@ -134,22 +141,41 @@ def fit_table(
             tick(1)
         if rule.active:
             _holdout(fitted, rule, pts)
+        if isinstance(fitted, UnimodalLaw):
+            identify.check_unimodal(fitted, pts, level)
+        _dof_warning(fitted, len(pts["loss"]), getattr(fitted, "n_params", 5))
         out.unimodal[name] = fitted
     if isoflop:
         from .isoflop import analyse_table
 
         out.isoflop = analyse_table(table, bootstrap=bootstrap, seed=seed, curve=isoflop_curve)
+    chinchilla = {k: v for k, v in out.unimodal.items() if isinstance(v, UnimodalLaw)}
+    out.noise = identify.noise_estimate({k: out.points[k] for k in chinchilla}, chinchilla)
+    resamples = bootstrap or pair.DEFAULT_RESAMPLES  # a pair's identifiability needs its intervals
     for i, j in pairs:
         key = pair_key(i, j)
         pts = out.points[key]
-        tick = progress(key)
-        pair = BimodalLaw(out.unimodal[i], out.unimodal[j], method, bootstrap, seed, jobs, on_progress=tick)
-        out.bimodal[key] = pair.fit(pts["N"], pts["Di"], pts["Dj"], pts["loss"])
+        tick = progress(key, resamples)
+        if i in chinchilla and j in chinchilla:
+            study = pair.Points(out.points[i], out.points[j], pts)
+            measured = out.noise["sigma"] if out.noise.get("method") == "repeats" else None
+            fitted = pair.fit_pair(study, out.unimodal[i], out.unimodal[j], method, resamples, level, seed,
+                                   noise=measured, on_progress=tick)
+        else:  # data-constrained uni-modal laws: the plain fit, no identifiability verdict
+            fitted = BimodalLaw(out.unimodal[i], out.unimodal[j], method, bootstrap, seed, jobs, on_progress=tick)
+            fitted = fitted.fit(pts["N"], pts["Di"], pts["Dj"], pts["loss"])
+        _dof_warning(fitted, len(pts["loss"]))
+        out.bimodal[key] = fitted
         if tick:
             tick(1)
         if rule.active:
             holdouts.apply_pair(out.bimodal[key], rule, pts)
     return out
+
+
+def _dof_warning(law, n: int, params: int = 5) -> None:
+    if n < 2 * params:
+        law.warnings_.append(f"only {n} points for {params} parameters (fewer than twice as many): not identifiable")
 
 
 def _holdout(law, rule, pts: dict) -> None:

@@ -23,6 +23,20 @@ TOKENS = np.logspace(8, 10.5, 6)
 OFF_DATASET_LOSS = 99.0  # the loss written for datasets a run did not train on
 
 
+class CoupledLaw:
+    """A uni-modal truth that is *not* of the Chinchilla form: E + [(A/N^alpha)^(1/q) + (B/D^beta)^(1/q)]^q
+    (q = 1 is Chinchilla's), for testing estimators against a law they cannot fit exactly."""
+
+    def __init__(self, law: UnimodalLaw, q: float):
+        self.law, self.q = law, q
+
+    def predict(self, N, D) -> np.ndarray:
+        N, D = np.broadcast_arrays(np.asarray(N, dtype=float), np.asarray(D, dtype=float))
+        lw = self.law
+        a, b = lw.A_ / N**lw.alpha_, lw.B_ / D**lw.beta_
+        return lw.E_ + (a ** (1 / self.q) + b ** (1 / self.q)) ** self.q
+
+
 def laws(unimodal=None, bimodal=None):
     """UnimodalLaw / BimodalLaw objects with the given (default: the module's) coefficients."""
     uni = {k: UnimodalLaw.from_dict(v) for k, v in (unimodal or UNIMODAL).items()}
@@ -33,8 +47,12 @@ def laws(unimodal=None, bimodal=None):
     return uni, bi
 
 
-def sweep_rows(noise: float = 1e-3, seed: int = 0, sizes=SIZES, tokens=TOKENS, unimodal=None, bimodal=None):
-    """(columns, rows) of a sweep-style results table; losses times exp(N(0, noise))."""
+def sweep_rows(noise: float = 1e-3, seed: int = 0, sizes=SIZES, tokens=TOKENS, unimodal=None, bimodal=None,
+               paired: bool = False, repeats: int = 1):
+    """(columns, rows) of a sweep-style results table; losses times exp(N(0, noise)).
+
+    paired: mixed runs train on d tokens of each dataset (2d in all), matching the uni-modal runs at d
+    (default: d in all, d/2 each). repeats: runs of every configuration (seeds)."""
     rng = np.random.default_rng(seed)
     uni, bi = laws(unimodal, bimodal)
     names = sorted(uni)
@@ -53,18 +71,19 @@ def sweep_rows(noise: float = 1e-3, seed: int = 0, sizes=SIZES, tokens=TOKENS, u
     def noisy(x):
         return float(x) * float(np.exp(rng.normal(0.0, noise)))
 
-    for n in sizes:
-        for d in tokens:
-            for name in names:
-                # off-dataset losses are made up (and must not be used by any fit)
-                losses = {ds: noisy(uni[name].predict(n, d)) if ds == name else OFF_DATASET_LOSS for ds in names}
-                add(f"{name}-{n:.3g}-{d:.3g}", n, {name: d}, losses)
-            for key, law in bi.items():
-                i, j = key.split("|")
-                mean = noisy(law.predict(n, d / 2, d / 2))
-                # the per-dataset losses differ; their mean is what the law describes
-                gap = 0.5 * float(uni[i].predict(n, d / 2) - uni[j].predict(n, d / 2))
-                add(f"{i}+{j}-{n:.3g}-{d:.3g}", n, {i: d / 2, j: d / 2}, {i: mean + gap, j: mean - gap})
+    for n, d, rep in ((n, d, rep) for n in sizes for d in tokens for rep in range(repeats)):
+        tag = f"-r{rep}" if repeats > 1 else ""
+        for name in names:
+            # off-dataset losses are made up (and must not be used by any fit)
+            losses = {ds: noisy(uni[name].predict(n, d)) if ds == name else OFF_DATASET_LOSS for ds in names}
+            add(f"{name}-{n:.3g}-{d:.3g}{tag}", n, {name: d}, losses)
+        for key, law in bi.items():
+            i, j = key.split("|")
+            each = d if paired else d / 2
+            mean = noisy(law.predict(n, each, each))
+            # the per-dataset losses differ; their mean is what the law describes
+            gap = 0.5 * float(uni[i].predict(n, each) - uni[j].predict(n, each))
+            add(f"{i}+{j}-{n:.3g}-{d:.3g}{tag}", n, {i: each, j: each}, {i: mean + gap, j: mean - gap})
     return columns, rows
 
 

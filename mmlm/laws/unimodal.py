@@ -74,6 +74,7 @@ class UnimodalLaw(forms.FittedParams):
             "holdout_error": self.holdout_error_, "holdout": getattr(self, "holdout_", None),
             "fit_objective": getattr(self, "objective", "huber-log"), "tie_exponents": getattr(self, "tie_exponents", False),
             "warnings": list(self.warnings_),
+            **getattr(self, "extra_", {}),  # identifiable, why, sigma (results.py)
         }
 
     @classmethod
@@ -94,6 +95,7 @@ class UnimodalLaw(forms.FittedParams):
             law.objective = d["fit_objective"]
         law.tie_exponents = bool(d.get("tie_exponents", False))
         law.warnings_ = list(d.get("warnings") or [])
+        law.extra_ = {k: d[k] for k in ("identifiable", "why", "sigma") if k in d}
         return law
 
     def __repr__(self) -> str:
