@@ -73,7 +73,8 @@ def check(quick: bool, budget: float, work: Path, has_cuda: bool | None = None) 
     if not has_cuda:
         return gpu._skipped(names, "no CUDA device")
     t0 = time.perf_counter()
-    left = lambda: budget - (time.perf_counter() - t0)
+    def left():
+        return budget - (time.perf_counter() - t0)
     entries = [_pytest_entry(timeout=min(150, left()))]
     entries += _benchmarks(gpu, quick, work, timeout=max(30.0, left() - 120))  # leave the sweep its time
     if left() > 60:

@@ -169,7 +169,8 @@ def run(quick: bool = False) -> list[dict]:
         fb, fs = _fit(rb, sizes), _fit(rs, sizes)
         hb, hs = _fit(rb, sizes[:-1]), _fit(rs, sizes[:-1])
         big = [k for k in rb if k[0] == sizes[-1]]
-        pred = lambda law, pts: float(np.mean([abs(law.predict(pts[k][0], k[1]) / pts[k][1] - 1) for k in big]))
+        def pred(law, pts):
+            return float(np.mean([abs(law.predict(pts[k][0], k[1]) / pts[k][1] - 1) for k in big]))
         eb, es = pred(hb, rb), pred(hs, rs)
         d_alpha, d_beta = abs(fb.alpha_ - fs.alpha_), abs(fb.beta_ - fs.beta_)
         entries.append({

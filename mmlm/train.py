@@ -481,7 +481,8 @@ class Trainer:
         b = obj(tokens, ids)
         w = (b.weights if b.weights is not None else np.ones(b.targets.shape, np.float32)) * (b.ids != PAD_ID)
         extra = -len(b.inputs) % self.dist.world
-        pad = lambda a, v: np.concatenate([a, np.full((extra, a.shape[1]), v, a.dtype)]) if extra else a
+        def pad(a, v):
+            return np.concatenate([a, np.full((extra, a.shape[1]), v, a.dtype)]) if extra else a
         return Batch(pad(b.inputs, self.vocab.pad), pad(b.targets, self.vocab.pad), pad(b.ids, PAD_ID), pad(w, 0.0))
 
     # -- state

@@ -194,8 +194,8 @@ def schedule_run(folder: Path, dataset_losses: dict, tokens: dict, size: str, n_
     through its decay is worse than one ending there), the final eval and drawn tokens in summary.json."""
     total = sum(tokens.values())
     steps = 20
-    losses = {d: np.full(steps + 1, l + 1.0) for d, l in dataset_losses.items()}
-    evals = {d: np.where(np.arange(steps + 1) == steps, l, l * 1.05) for d, l in dataset_losses.items()}
+    losses = {d: np.full(steps + 1, loss + 1.0) for d, loss in dataset_losses.items()}
+    evals = {d: np.where(np.arange(steps + 1) == steps, loss, loss * 1.05) for d, loss in dataset_losses.items()}
     write_run(folder, losses, eval_every=5, eval_losses=evals, batch_tokens=int(total / steps),
               config={"size": size, "batch_tokens": batch, "mix": mix or {d: 1.0 for d in dataset_losses}},
               summary={"status": status, "n_params": n_params, "eval_loss": dict(dataset_losses),

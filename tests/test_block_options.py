@@ -45,7 +45,8 @@ def test_compiled_training_matches_eager_over_20_steps(tmp_path):
     compiled = train(TrainConfig(**base, out=str(tmp_path / "compiled"), compile=True))
     import json
 
-    read = lambda r: [json.loads(x)["loss"] for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+    def read(r):
+        return [json.loads(x)["loss"] for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
     a, b = read("eager"), read("compiled")
     assert len(a) == len(b) == 20
     for x, y in zip(a, b):

@@ -172,11 +172,13 @@ def test_no_image_is_opened_that_cannot_be_finished(run_dir):
 # ---- sampling ------------------------------------------------------------------------------------
 
 def test_same_seed_same_tokens(run):
-    settings = lambda seed: SampleSettings(num_samples=3, max_tokens=20, temperature=1.5, top_k=50, top_p=0.95, seed=seed)
+    def settings(seed):
+        return SampleSettings(num_samples=3, max_tokens=20, temperature=1.5, top_k=50, top_p=0.95, seed=seed)
     a = generate(run, [("molecule", "CCO")], "text", settings(7))
     b = generate(run, [("molecule", "CCO")], "text", settings(7))
     c = generate(run, [("molecule", "CCO")], "text", settings(8))
-    tokens = lambda samples: [s["tokens"] for s in samples]
+    def tokens(samples):
+        return [s["tokens"] for s in samples]
     assert tokens(a) == tokens(b)
     assert tokens(a) != tokens(c)
     assert a[0]["settings"]["seed"] == 7

@@ -153,7 +153,8 @@ def test_token_shares_hold_within_one_row_whatever_the_document_lengths(seed):
 def test_fifty_fifty_at_a_small_budget_with_long_documents():
     """The issue's case: text+code 50/50 at 8,192 tokens, documents of thousands of tokens (whole documents
     at once drew no code at all): now each share is within 2%."""
-    doc = lambda n: (np.arange(8 * n, dtype=np.uint32), np.arange(8) * n, np.full(8, n))
+    def doc(n):
+        return (np.arange(8 * n, dtype=np.uint32), np.arange(8) * n, np.full(8, n))
     datasets = [doc(900), doc(6000)]  # eight documents each, of 900 and 6,000 tokens
     il = Interleaver(datasets, [0.5, 0.5], 128, 0)
     il.next_rows(8192 // 128)

@@ -236,7 +236,7 @@ def test_generic_tables_flops_dataset_and_mixture_columns(tmp_path):
     N, D = grid_points()
     L = law.predict(N, D)
     p = tmp_path / "flops.csv"
-    p.write_text("params,compute,loss\n" + "".join(f"{n},{6 * n * d},{l}\n" for n, d, l in zip(N, D, L)))
+    p.write_text("params,compute,loss\n" + "".join(f"{n},{6 * n * d},{loss}\n" for n, d, loss in zip(N, D, L)))
     t = read_table(p, n_col="params", flops_col="compute")
     assert t.unimodal_names() == ["default"]
     n2, d2, l2, _ = t.unimodal_points("default")

@@ -53,8 +53,9 @@ def test_cooldown_branch_equals_the_separate_wsd_run(root, tmp_path):
     alone = train(_cfg(root, tmp_path / "alone", 10))
     assert branch["eval_loss"] == alone["eval_loss"] and branch["tokens_by_dataset"] == alone["tokens_by_dataset"]
     assert (tmp_path / "branch" / "model.safetensors").read_bytes() == (tmp_path / "alone" / "model.safetensors").read_bytes()
-    lines = lambda r: [{k: v for k, v in json.loads(x).items() if not k.startswith("speed/")}
-                       for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+    def lines(r):
+        return [{k: v for k, v in json.loads(x).items() if not k.startswith("speed/")}
+                           for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines("branch")] == list(range(1, 11))  # the trunk's first k steps, then its own
     assert [m["loss"] for m in lines("branch")] == [m["loss"] for m in lines("alone")]
     assert lines("branch")[:k] == lines("trunk")[:k]

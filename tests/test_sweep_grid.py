@@ -200,10 +200,10 @@ def test_cli_bad_grid_lists_problems_and_launches_nothing(data, tmp_path):
     out = tmp_path / "out"
     r = run_cli("sweep", str(grid), "--out", str(out))
     assert r.returncode == 1
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert any("unknown size 'gigantic'" in l for l in lines)
-    assert any("weight of 'text' must be a positive number" in l for l in lines)
-    assert all(l.startswith("error: ") for l in lines)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert any("unknown size 'gigantic'" in line for line in lines)
+    assert any("weight of 'text' must be a positive number" in line for line in lines)
+    assert all(line.startswith("error: ") for line in lines)
     assert "Traceback" not in r.stderr
     assert not out.exists()
 

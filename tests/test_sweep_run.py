@@ -65,9 +65,11 @@ def test_killed_sweep_resumes_without_losing_or_repeating_rows(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "mmlm.cli.main", "sweep", str(path), "--out", str(out), "--jobs", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        done = lambda: [r for r in runs if (r / "summary.json").is_file()]
-        started = lambda: [r for r in runs if (r / "metrics.jsonl").is_file() and r.stat() and not (r / "summary.json").is_file()
-                           and (r / "metrics.jsonl").stat().st_size > 0]
+        def done():
+            return [r for r in runs if (r / "summary.json").is_file()]
+        def started():
+            return [r for r in runs if (r / "metrics.jsonl").is_file() and r.stat() and not (r / "summary.json").is_file()
+                                   and (r / "metrics.jsonl").stat().st_size > 0]
         assert wait_for(lambda: done() and started(), 120, proc), "no run finished while another was mid-way"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its workers, mid-way

@@ -123,7 +123,7 @@ def test_every_document_is_segments_in_sentinels_then_eos(built):
                 assert local.size and local.min() >= 0 and local.max() <= last - first
             np.testing.assert_array_equal(assemble_document(vocab, segments), ids)
             if "image" in modalities:
-                assert len(next(l for m, l in segments if m == "image")) == (16 // 4) ** 2
+                assert len(next(seg for m, seg in segments if m == "image")) == (16 // 4) ** 2
         if len(modalities) == 2:
             assert orders == {modalities, modalities[::-1]}  # both directions occur
             meta = ds.meta["order"]
@@ -133,7 +133,7 @@ def test_every_document_is_segments_in_sentinels_then_eos(built):
 def test_text_code_and_molecules_decode_back_exactly(built, tmp_path):
     corpus, data, _ = built
     ds = Dataset(data / "text")
-    jsonl = [json.loads(l)["text"] for l in (corpus["text"][0] / "more.jsonl").read_text().splitlines()]
+    jsonl = [json.loads(line)["text"] for line in (corpus["text"][0] / "more.jsonl").read_text().splitlines()]
     got = [decode_document(data, "text", k, tmp_path / f"t{k}.txt")[0].read_text(encoding="utf-8") for k in range(len(ds))]
     assert got == TEXT_DOCS + jsonl  # files in sorted order: doc0..2.txt, then more.jsonl
     got = {decode_document(data, "code", k, tmp_path / f"c{k}.txt")[0].read_text() for k in range(3)}

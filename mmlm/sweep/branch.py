@@ -80,7 +80,8 @@ def compute(grid, peak=None) -> dict:
     if peak is None:
         peak = resolve_peak(device, grid.train.get("peak_flops"))
     mfu = assumed_mfu(device.type)
-    hours = lambda f: f / (peak.flops * mfu) / 3600
+    def hours(f):
+        return f / (peak.flops * mfu) / 3600
     return {"flops": planned, "flops_separate": separate, "saved": 1 - planned / separate if separate else 0.0,
             "device_hours": hours(planned), "device_hours_separate": hours(separate), "peak_flops": peak.flops,
             "peak_source": peak.source, "assumed_mfu": mfu}
