@@ -236,7 +236,7 @@ def demo(data: Path = _data(), json: bool = _json(),
          image_tokenizer: str = typer.Option("kmeans", "--image-tokenizer",
                                              help="kmeans, or vqvae (a learnt tokenizer: adds minutes on CPU)")) -> None:
     """Build the built-in demo corpus (all seven kinds, from pip-installable sources) into --data."""
-    from mmlm.tokenize import build_demo
+    from mmlm.demo_build import build_demo
 
     from .common import print_json
 

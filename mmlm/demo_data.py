@@ -31,8 +31,12 @@ import numpy as np
 
 from . import atomic
 from .errors import MmlmError
+from .modalities import KINDS
 
-PARTS = ("text", "code", "image", "image-text", "speech", "speech-text", "molecule")
+# the dataset kinds in build order: each pair right after its media, whose tokenizer it reuses (this
+# order fixes the demo vocabulary's id ranges)
+PARTS = tuple(k for single in KINDS if len(KINDS[single].segments) == 1
+              for k in (single, *(p for p in KINDS if len(KINDS[p].segments) > 1 and KINDS[p].segments[0] == single)))
 CODE_BYTES = 3_500_000  # stdlib source taken for the code dataset (order 1M BPE tokens)
 CODE_PIECE_CHARS = 2000  # code documents: pieces of files cut at top-level statements (_code_pieces)
 N_UTTERANCES = 500  # per speech dataset

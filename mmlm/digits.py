@@ -46,7 +46,8 @@ def _features(images: list[np.ndarray]) -> np.ndarray:
 def real_digits(data_root: str | Path, dataset: str = "image-text") -> tuple[list[np.ndarray], np.ndarray]:
     """(decoded images, labels) of every captioned digit in the data root's image-text dataset."""
     from .shards import Dataset
-    from .tokenize import load_tokenizer, split_document
+    from .documents import split_document
+    from .tokenizers.loading import load_tokenizer
     from .vocab import Vocab
 
     root = Path(data_root)

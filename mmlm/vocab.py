@@ -19,21 +19,14 @@ from pathlib import Path
 from . import atomic
 from .errors import MmlmError
 from .jsonio import read_json
+from .modalities import KINDS, MODALITIES
 
 FORMAT = "mmlm-vocab/1"
-SEGMENT_MODALITIES = ("text", "code", "image", "speech", "molecule")
-# which token space each segment modality draws its ids from
-SPACE_OF = {"text": "text", "code": "text", "image": "image", "speech": "speech", "molecule": "molecule"}
-# dataset kinds `mmlm tokenize` knows, and the segment modalities their documents hold
-DATASET_KINDS = {
-    "text": ("text",),
-    "code": ("code",),
-    "image": ("image",),
-    "speech": ("speech",),
-    "molecule": ("molecule",),
-    "image-text": ("image", "text"),
-    "speech-text": ("speech", "text"),
-}
+# segment modalities, which token space each draws its ids from, and the dataset kinds `mmlm tokenize`
+# knows with the segment modalities their documents hold: all from the registry (mmlm.modalities)
+SEGMENT_MODALITIES = tuple(MODALITIES)
+SPACE_OF = {m.name: m.space for m in MODALITIES.values()}
+DATASET_KINDS = {k.name: k.segments for k in KINDS.values()}
 N_MASKS = 16  # CM3 mask sentinels <mask:0> .. <mask:15>
 
 

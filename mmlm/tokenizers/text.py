@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -85,3 +85,25 @@ class BPETokenizer:
         except Exception as e:  # the tokenizers library raises its own Exception types
             raise MmlmError(f"{path}: malformed BPE tokenizer ({e})") from None
         return cls(tok, obj.get("vocab_size", tok.get_vocab_size()))
+
+
+TEXT_PIECE = 1 << 16  # characters of text the BPE trains on / encodes at once (bounds its memory)
+
+
+def text_pieces(text: str, limit: int = TEXT_PIECE) -> Iterator[str]:
+    """`text` cut into pieces of about `limit` characters at places where a non-space character is
+    followed by whitespace. The byte-level BPE's pre-tokenizer (the GPT-2 regex, no look-behind)
+    always splits there, so training on or encoding the pieces gives exactly what the whole text
+    gives, with memory bounded by the piece. A stretch of `limit` characters without such a place
+    (minified code, base64) is cut at `limit`, where ids may differ from the whole text's (decoding
+    still gives the text back byte for byte)."""
+    n, start = len(text), 0
+    while n - start > limit:
+        cut = start + limit
+        while cut > start + limit // 2 and not (text[cut] in " \n" and not text[cut - 1].isspace()):
+            cut -= 1
+        if cut == start + limit // 2:
+            cut = start + limit
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
