@@ -38,10 +38,13 @@ import torch
 
 from . import atomic
 from .errors import MmlmError
+from .documents import segment_spans
+from .modalities import MODALITIES, encode_item
+from .tokenizers.loading import load_tokenizer
 from .vocab import SEGMENT_MODALITIES, SPACE_OF, Vocab
 
-EXTENSIONS = {"text": ".txt", "code": ".txt", "image": ".png", "speech": ".wav", "molecule": ".smi"}
-PROMPT_OPTION = {"text": "--prompt", "image": "--prompt-image", "speech": "--prompt-audio", "molecule": "--prompt-smiles"}
+EXTENSIONS = {m.name: m.extension for m in MODALITIES.values()}  # of a sample's files
+PROMPT_OPTION = {m.name: m.prompt_option for m in MODALITIES.values() if m.prompt_option}
 DEFAULT_MAX_TOKENS = 256
 DONE_CHECK_EVERY = 8  # steps between checks that every row has finished (each check syncs a GPU)
 
@@ -77,8 +80,6 @@ class Run:
     def tokenizer(self, modality: str):
         space = SPACE_OF[modality]
         if space not in self._tokenizers:
-            from .tokenize import load_tokenizer
-
             self._tokenizers[space] = load_tokenizer(self.path, space, self.vocab)
         return self._tokenizers[space]
 
@@ -110,18 +111,10 @@ def read_prompts(text: str | None = None, image: str | Path | None = None, audio
                  smiles: str | None = None) -> list[tuple[str, Any]]:
     """[(modality, item)] from the command-line prompt options (files read and checked here), in the
     order their segments take in the context: image, speech, molecule, text."""
-    from . import readers
-
-    prompts: list[tuple[str, Any]] = []
-    if image is not None:
-        prompts.append(("image", readers.read_image(image)))
-    if audio is not None:
-        prompts.append(("speech", readers.read_audio(audio)))
-    if smiles is not None:
-        prompts.append(("molecule", smiles))
-    if text is not None:
-        prompts.append(("text", text))
-    return prompts
+    given = {"text": text, "image": image, "speech": audio, "molecule": smiles}
+    # media segments first, then text (a stable sort of the registry's order)
+    order = sorted((m for m in MODALITIES.values() if m.prompt_option), key=lambda m: m.name == "text")
+    return [(m.name, m.read_prompt(given[m.name])) for m in order if given.get(m.name) is not None]
 
 
 def encode_prompt(run: Run, modality: str, item: Any) -> list[int]:
@@ -320,39 +313,15 @@ def sample_tokens(model, grammar: Grammar, context: list[int], settings: SampleS
 
 def split_segments(vocab: Vocab, tokens: list[int], target: str | None) -> list[dict]:
     """The segments of a generated sequence: [{"modality", "start", "end"}], content = tokens[start:end]
-    (sentinels excluded). With a target the sequence starts inside its segment."""
-    begins = {vocab.begin(m): m for m in SEGMENT_MODALITIES}
-    ends = {vocab.end(m) for m in SEGMENT_MODALITIES}
-    segments, current, start = [], target, 0
-    for i, t in enumerate(tokens):
-        if current is not None and (t in ends or t == vocab.eos):
-            segments.append({"modality": current, "start": start, "end": i})
-            current = None
-        elif current is None and t in begins:
-            current, start = begins[t], i + 1
-        if t == vocab.eos:
-            break
-    if current is not None:  # cut by max_tokens
-        segments.append({"modality": current, "start": start, "end": len(tokens)})
-    return segments
+    (sentinels excluded). With a target the sequence starts inside its segment (mmlm.documents)."""
+    return [{"modality": m, "start": start, "end": end} for m, start, end in segment_spans(vocab, tokens, target)]
 
 
 def decode_segment(run: Run, modality: str, ids: list[int]) -> tuple[Any, dict]:
     """(decoded item, what to report about it)."""
     local = np.asarray(ids, dtype=np.int64) - run.vocab.offset(modality)
     item = run.tokenizer(modality).decode(local)
-    info: dict = {}
-    if modality == "molecule":
-        from .tokenizers.molecule import check_smiles, rdkit_available
-
-        why = check_smiles(item)
-        info = {"valid": why is None, "invalid_reason": why, "checked_with": "rdkit" if rdkit_available() else "syntax"}
-    elif modality == "image":
-        info = {"shape": list(np.asarray(item).shape)}
-    elif modality == "speech":
-        wave, sr = item
-        info = {"seconds": round(len(wave) / sr, 3)}
-    return item, info
+    return item, MODALITIES[modality].describe(item)
 
 
 def _check_batch_memory(cfg, settings: SampleSettings, context: int, max_tokens: int, guided: bool) -> None:
@@ -430,8 +399,6 @@ def write_samples(samples: list[dict], out: str | Path) -> list[Path]:
     and samples.jsonl into `out`, all at once: the folder appears (or is replaced) only when complete.
     An existing folder is replaced only when empty or a previous generate output: files mmlm did not
     write there are never deleted (the call refuses instead; see `atomic.output_dir`)."""
-    from .tokenize import encode_item
-
     out = Path(out)
     files: list[Path] = []
     lines = []
