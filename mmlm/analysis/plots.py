@@ -1,4 +1,4 @@
-"""PNG plots of an analysis (matplotlib, Agg backend), each written atomically."""
+"""PNG plots of an analysis (matplotlib figures on the Agg canvas), each written atomically."""
 from __future__ import annotations
 
 import re
@@ -11,13 +11,13 @@ from .plateaus import Plateaus
 from .runs import Metrics
 
 
-def _plt():
-    import matplotlib
+def _subplots(*args, **kwargs):
+    """(figure, axes) of a figure that belongs to no pyplot window or backend (so no `matplotlib.use`
+    here): saved by its own Agg canvas, freed when dropped."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=kwargs.pop("figsize", None))
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def safe_name(run_id: str) -> str:
@@ -27,15 +27,15 @@ def safe_name(run_id: str) -> str:
 def _save(fig, path: Path) -> None:
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
 
 
 def plot_run(path: Path, run_id: str, metrics: Metrics, plateaus: Plateaus | None, spike_steps: list[int]) -> None:
     """Top: per-dataset training loss (raw faint, smoothed solid) with plateaus shaded.
     Bottom: gradient norm with spikes marked."""
-    plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    import matplotlib
+
+    fig, (ax1, ax2) = _subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, d in enumerate(metrics.datasets):
         c = colors[k % len(colors)]
         s, v = metrics.series(f"loss/{d}")
@@ -71,11 +71,10 @@ def plot_run(path: Path, run_id: str, metrics: Metrics, plateaus: Plateaus | Non
 
 def plot_by_size(path: Path, by_size: dict) -> None:
     """Plateau share against N (per pair), against alpha_ij, and spikes against log(N) / alpha_ij."""
-    plt = _plt()
     rows = [r for r in by_size["runs"] if r["n_params"]]
     with_alpha = [r for r in by_size["runs"] if r["log_n_over_alpha"] is not None]
     n_panels = 3 if with_alpha else 2
-    fig, axes = plt.subplots(1, n_panels, figsize=(4.5 * n_panels, 4))
+    fig, axes = _subplots(1, n_panels, figsize=(4.5 * n_panels, 4))
     pairs = sorted({r["pair"] or "-" for r in rows})
     for p in pairs:
         pr = sorted((r for r in rows if (r["pair"] or "-") == p), key=lambda r: r["n_params"])
@@ -101,9 +100,8 @@ def plot_by_size(path: Path, by_size: dict) -> None:
 
 
 def plot_plateau_vs_alpha(path: Path, by_size: dict) -> None:
-    plt = _plt()
     rows = [r for r in by_size["runs"] if r["alpha_ij"] is not None]
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = _subplots(figsize=(5, 4))
     ax.scatter([r["alpha_ij"] for r in rows], [r["plateau_fraction"] for r in rows],
                c=[np.log10(r["n_params"]) if r["n_params"] else 0 for r in rows], cmap="viridis")
     ax.set_xlabel("alpha_ij (bi-modal law)")
@@ -114,8 +112,7 @@ def plot_plateau_vs_alpha(path: Path, by_size: dict) -> None:
 
 def plot_batch_size(path: Path, batch: dict) -> None:
     """Final eval loss against batch size for each (pair, size); the best batch circled."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = _subplots(figsize=(6.5, 4.5))
     for g in batch["groups"]:
         b = [r["batch_tokens"] for r in g["runs"]]
         line, = ax.plot(b, [r["eval_loss"] for r in g["runs"]], "o-", label=f"{g['pair']} {g['size'] or g['n_params']}")
@@ -131,8 +128,7 @@ def plot_batch_size(path: Path, batch: dict) -> None:
 
 def plot_competition(path: Path, comp: dict) -> None:
     """0.5 (L_i + L_j) / L_ij at the end of each mixed run against its tokens, the barrier at 1."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = _subplots(figsize=(7.5, 4.5))
     for run_id, c in comp.items():
         x = [c.get("tokens_total", s) for s in c["steps"]] if "tokens_total" in c else c["steps"]
         ax.plot(x, c["ratio"], "o", ms=5, label=f"{run_id} ({'|'.join(c['pair'])})")

@@ -1,4 +1,5 @@
-"""The files `mmlm fit` writes: laws.json, PNG plots (matplotlib, Agg) and report.md.
+"""The files `mmlm fit` writes: laws.json, PNG plots (matplotlib figures on the Agg canvas) and report.md; `fit_results`
+reads a results CSV, fits it (results.py) and writes them.
 
 Everything is rendered in memory first and then written file by file atomically, so a failure
 while plotting leaves no half-written output.
@@ -17,7 +18,8 @@ from mmlm import atomic
 from mmlm.errors import MmlmError
 
 from . import planning
-from .results import SAME_SIZE, Fitted
+from .results import SAME_SIZE, Fitted, fit_table
+from .table import read_table
 
 
 def _slug(name: str) -> str:
@@ -36,23 +38,29 @@ def _size_groups(N: np.ndarray, most: int = 8) -> list[float]:
     return sizes
 
 
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
+def _figure():
+    """A figure that belongs to no pyplot window or backend (so no `matplotlib.use` here): saved to
+    PNG by its own Agg canvas, freed when dropped."""
+    from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    return fig, fig.subplots()
+
+
+def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     return buf.getvalue()
 
 
 def plot_loss_vs_d(name: str, law, pts: dict) -> bytes:
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
     from matplotlib.colors import LogNorm
 
     N, D, L = pts["N"], pts["D"], pts["loss"]
-    fig, ax = plt.subplots(figsize=(7, 4.8), layout="constrained")
+    fig, ax = _figure()
     norm = LogNorm(N.min(), max(N.max(), N.min() * 1.0001))
-    cmap = plt.get_cmap("viridis")
+    cmap = colormaps["viridis"]
     sc = ax.scatter(D, L, c=N, cmap=cmap, norm=norm, s=14, edgecolors="none", zorder=3)
     d = np.logspace(np.log10(D.min() / 1.5), np.log10(D.max() * 1.5), 200)
     for n in _size_groups(N):
@@ -69,15 +77,15 @@ def plot_loss_vs_d(name: str, law, pts: dict) -> bytes:
 
 def plot_isoflop(name: str, law, pts: dict) -> bytes:
     """Loss along N at fixed compute C = 6ND for a few budgets, and the compute-optimal frontier."""
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
     from matplotlib.colors import LogNorm
 
     N, D, L = pts["N"], pts["D"], pts["loss"]
     C = 6 * N * D
-    fig, ax = plt.subplots(figsize=(7, 4.8), layout="constrained")
+    fig, ax = _figure()
     cmin, cmax = C.min(), max(C.max(), C.min() * 10)
     norm = LogNorm(cmin, cmax)
-    cmap = plt.get_cmap("plasma")
+    cmap = colormaps["plasma"]
     ax.scatter(N, L, c=C, cmap=cmap, norm=norm, s=12, edgecolors="none", alpha=0.7, zorder=3)
     n = np.logspace(np.log10(N.min() / 3), np.log10(N.max() * 3), 300)
     for c in np.logspace(np.log10(cmin), np.log10(cmax), 6):
@@ -99,8 +107,6 @@ def plot_isoflop(name: str, law, pts: dict) -> bytes:
 
 def plot_pair(key: str, law, pts: dict) -> bytes:
     """Predicted mixed loss over (N, D = Di + Dj) with the competition barrier."""
-    import matplotlib.pyplot as plt
-
     N, D = pts["N"], pts["Di"] + pts["Dj"]
     share = float(np.median(pts["Di"] / D))  # draw the surface at the runs' typical split
     n_hi, d_hi = N.max() * 30, D.max() * 30
@@ -116,7 +122,7 @@ def plot_pair(key: str, law, pts: dict) -> bytes:
     d = np.logspace(np.log10(D.min() / 3), np.log10(d_hi), 120)
     nn, dd = np.meshgrid(n, d)
     surface = law.predict(nn, share * dd, (1 - share) * dd)
-    fig, ax = plt.subplots(figsize=(7, 4.8), layout="constrained")
+    fig, ax = _figure()
     cs = ax.contourf(nn, dd, surface, levels=20, cmap="viridis")
     fig.colorbar(cs, ax=ax, label=f"predicted mean loss ({key})")
     margin = -law.interaction(nn, dd)  # separate - mixed at the same N and tokens
@@ -233,9 +239,6 @@ def render(fitted: Fitted, plots: bool = True) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     images: dict[str, str] = {}
     if plots:
-        import matplotlib
-
-        matplotlib.use("Agg")
         for name, law in fitted.unimodal.items():
             pts = fitted.points[name]
             for kind, fn, title in (("loss_vs_d", plot_loss_vs_d, "loss against D per N"),
@@ -304,3 +307,16 @@ def _isoflop_section(laws: dict) -> list[str]:
                    f"{_with_ci(g, 'a') if g['a'] is not None else '-'} | {_with_ci(g, 'b') if g['b'] is not None else '-'} | "
                    f"{_fmt(ll.get('E'))} | {_fmt(ll.get('A'))} | {_fmt(ll.get('alpha'))} |")
     return out
+
+
+def fit_results(
+    csv_path: str | Path, out: str | Path | None = None, *, n_col=None, d_col=None, flops_col=None,
+    loss_col=None, dataset_col=None, mixture_col=None, plots: bool = True, **fit_options,
+) -> dict:
+    """Read a results CSV, fit every law, and (given `out`) write laws.json, plots and report.md there.
+    Returns the laws.json dict."""
+    table = read_table(csv_path, n_col, d_col, flops_col, loss_col, dataset_col, mixture_col)
+    fitted = fit_table(table, **fit_options)
+    if out is not None:
+        write_outputs(fitted, out, plots=plots)
+    return fitted.laws()

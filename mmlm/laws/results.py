@@ -18,7 +18,7 @@ from mmlm.jsonio import read_json
 
 from . import holdout as holdouts
 from .bimodal import BimodalLaw
-from .table import Table, read_table
+from .table import Table
 from .unimodal import UnimodalLaw
 
 HOLDOUTS = ("none", "largest")  # the named rules; holdout.py parses the others (sizes:K, N>=x, D>x)
@@ -104,7 +104,21 @@ def fit_table(
                 raise MmlmError(f"{table.path}: pair {pair_key(i, j)} has no runs trained on {x} alone "
                                 f"(its bi-modal law needs the uni-modal law of {x})")
 
-    # Every law's points first, so that bad input is reported before any fitting starts.
+    _collect_points(out, table, names, pairs, law, tie_exponents, exclude_top_loss)
+    progress = _progress(on_progress, bootstrap)
+    _fit_unimodal(out, names, law, rule, progress, method=method, bootstrap=bootstrap, seed=seed, jobs=jobs,
+                  objective=objective, tie_exponents=tie_exponents, level=level)
+    if isoflop:
+        from .isoflop import analyse_table
+
+        out.isoflop = analyse_table(table, bootstrap=bootstrap, seed=seed, curve=isoflop_curve)
+    _fit_pairs(out, pairs, rule, progress, method=method, bootstrap=bootstrap, seed=seed, jobs=jobs, level=level)
+    return out
+
+
+def _collect_points(out: Fitted, table: Table, names: list[str], pairs: list, law: str, tie_exponents: bool,
+                    exclude_top_loss: int) -> None:
+    """Every law's points first, so that bad input is reported before any fitting starts."""
     for name in names:
         N, D, L, lines = table.unimodal_points(name)
         U = table.unique_tokens(name) if law == "data-constrained" else np.zeros(0)
@@ -118,13 +132,21 @@ def fit_table(
         _enough(f"{table.path}: pair {key}", len(L), lines)
         out.points[key] = {"N": N, "Di": Di, "Dj": Dj, "loss": L}
 
-    from . import identify, pair
 
+def _progress(on_progress, bootstrap: int):
+    """progress(label, resamples) -> a tick(k) for one law's fit and its resamples, or None."""
     def progress(label, resamples=bootstrap):
         total = resamples + 1
         if on_progress:
             on_progress(label, 0, total)
         return (lambda k: on_progress(label, k, total)) if on_progress else None
+
+    return progress
+
+
+def _fit_unimodal(out: Fitted, names: list[str], law: str, rule, progress, *, method, bootstrap, seed, jobs,
+                  objective, tie_exponents, level) -> None:
+    from . import identify
 
     for name in names:
         pts = out.points[name]
@@ -145,10 +167,11 @@ def fit_table(
             identify.check_unimodal(fitted, pts, level)
         _dof_warning(fitted, len(pts["loss"]), getattr(fitted, "n_params", 5))
         out.unimodal[name] = fitted
-    if isoflop:
-        from .isoflop import analyse_table
 
-        out.isoflop = analyse_table(table, bootstrap=bootstrap, seed=seed, curve=isoflop_curve)
+
+def _fit_pairs(out: Fitted, pairs: list, rule, progress, *, method, bootstrap, seed, jobs, level) -> None:
+    from . import identify, pair
+
     chinchilla = {k: v for k, v in out.unimodal.items() if isinstance(v, UnimodalLaw)}
     out.noise = identify.noise_estimate({k: out.points[k] for k in chinchilla}, chinchilla)
     resamples = bootstrap or pair.DEFAULT_RESAMPLES  # a pair's identifiability needs its intervals
@@ -170,7 +193,6 @@ def fit_table(
             tick(1)
         if rule.active:
             holdouts.apply_pair(out.bimodal[key], rule, pts)
-    return out
 
 
 def _dof_warning(law, n: int, params: int = 5) -> None:
@@ -191,21 +213,6 @@ def _holdout(law, rule, pts: dict) -> None:
         law.warnings_.append(warning)
     law.holdout_ = h
     law.holdout_error_ = h["mean_abs"] if h else None
-
-
-def fit_results(
-    csv_path: str | Path, out: str | Path | None = None, *, n_col=None, d_col=None, flops_col=None,
-    loss_col=None, dataset_col=None, mixture_col=None, plots: bool = True, **fit_options,
-) -> dict:
-    """Read a results CSV, fit every law, and (given `out`) write laws.json, plots and report.md there.
-    Returns the laws.json dict."""
-    table = read_table(csv_path, n_col, d_col, flops_col, loss_col, dataset_col, mixture_col)
-    fitted = fit_table(table, **fit_options)
-    if out is not None:
-        from .report import write_outputs
-
-        write_outputs(fitted, out, plots=plots)
-    return fitted.laws()
 
 
 # ---- reading laws.json back -------------------------------------------------------------------
