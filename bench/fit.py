@@ -41,7 +41,9 @@ BOUNDS = [(-30, 80), (-30, 80), (-30, 80), (0, 3), (0, 3)]
 
 
 def load_chinchilla():
-    base = Path(os.environ.get("MMLM_VALIDATION_DIR") or Path(__file__).resolve().parents[2] / "shared" / "validation")
+    from mmlm.validation_data import validation_dir
+
+    base = validation_dir()
     path = base / "epoch-chinchilla" / "svg_extracted_data.csv"
     if path.is_file():
         with open(path, newline="") as f:

@@ -4,7 +4,6 @@ The data has no licence to be copied, so it is read in place and never stored in
 """
 import csv
 import itertools
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,9 @@ EPOCH = {"E": 1.82, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 
 
 def validation_dir() -> Path:
-    return Path(os.environ.get("MMLM_VALIDATION_DIR") or Path(__file__).resolve().parents[2] / "shared" / "validation")
+    from mmlm.validation_data import validation_dir as where
+
+    return where()
 
 
 def read_csv(*parts) -> list[dict]:
