@@ -3,7 +3,7 @@
     run = load_run("runs/a", device="auto")
     prompts = read_prompts(text="a red square", image=None, audio=None, smiles=None)
     samples = generate(run, prompts, target="image", settings=SampleSettings(num_samples=4, seed=0))
-    write_samples(samples, "out/")      # sample-1.png ... and samples.jsonl
+    write_samples(samples, "out/")      # sample-1.png ... and samples.jsonl (mmlm.media)
 
 Context. A sample's context is `<eos>` (the token that ends the previous document in training rows,
 so what follows reads as a fresh document), then each prompt segment inside its sentinels (from the
@@ -27,7 +27,6 @@ recomputes the whole context every step (the reference the cache is tested and b
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,14 +35,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import atomic
 from .errors import MmlmError
 from .documents import segment_spans
-from .modalities import MODALITIES, encode_item
+from .media import EXTENSIONS, earlier_output, write_samples  # noqa: F401  (its output files; imported from here)
+from .modalities import MODALITIES
 from .tokenizers.loading import load_tokenizer
 from .vocab import SEGMENT_MODALITIES, SPACE_OF, Vocab
 
-EXTENSIONS = {m.name: m.extension for m in MODALITIES.values()}  # of a sample's files
 PROMPT_OPTION = {m.name: m.prompt_option for m in MODALITIES.values() if m.prompt_option}
 DEFAULT_MAX_TOKENS = 256
 DONE_CHECK_EVERY = 8  # steps between checks that every row has finished (each check syncs a GPU)
@@ -375,43 +373,3 @@ def generate(run: Run, prompts: list[tuple[str, Any]], target: str | None, setti
             segments.append({**seg, "item": item, **info})
         samples.append({"tokens": tokens, "segments": segments, "settings": record})
     return samples
-
-
-def earlier_output(folder: Path) -> set[str]:
-    """The names in `folder` that an earlier write_samples put there: samples.jsonl and the files it lists."""
-    from .jsonio import lines, loads
-
-    listing = folder / "samples.jsonl"
-    if not listing.is_file():
-        return set()
-    names = {listing.name}
-    try:
-        for _, line in lines(listing.read_text(encoding="utf-8")):
-            if line.strip():
-                names |= {s["file"] for s in loads(line)["segments"] if isinstance(s.get("file"), str)}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return set()  # not a listing we wrote: nothing in the folder counts as ours
-    return names
-
-
-def write_samples(samples: list[dict], out: str | Path) -> list[Path]:
-    """Write `sample-<k>.<ext>` (k from 1; `sample-<k>-<j>.<ext>` when a sample holds several segments)
-    and samples.jsonl into `out`, all at once: the folder appears (or is replaced) only when complete.
-    An existing folder is replaced only when empty or a previous generate output: files mmlm did not
-    write there are never deleted (the call refuses instead; see `atomic.output_dir`)."""
-    out = Path(out)
-    files: list[Path] = []
-    lines = []
-    with atomic.output_dir(out, earlier_output) as tmp:
-        for k, sample in enumerate(samples, 1):
-            segments = []
-            for j, seg in enumerate(sample["segments"], 1):
-                suffix = "" if len(sample["segments"]) == 1 else f"-{j}"
-                name = f"sample-{k}{suffix}{EXTENSIONS[seg['modality']]}"
-                data = encode_item(seg["modality"], seg["item"])
-                (tmp / name).write_bytes(data + b"\n" if seg["modality"] == "molecule" else data)
-                files.append(out / name)
-                segments.append({**{k2: v for k2, v in seg.items() if k2 != "item"}, "file": name})
-            lines.append(json.dumps({"tokens": sample["tokens"], "segments": segments, "settings": sample["settings"]}))
-        (tmp / "samples.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return files + [out / "samples.jsonl"]

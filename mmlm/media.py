@@ -1,6 +1,8 @@
-"""Writing decoded documents as files: `mmlm tokenize decode` (one file, or a folder for a pair)."""
+"""Writing decoded segments as files: `mmlm tokenize decode` (one file, or a folder for a pair) and
+`mmlm generate`'s samples (a folder of sample files and samples.jsonl)."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from .shards import Dataset, list_datasets
 from .tokenizers.loading import load_tokenizer
 from .vocab import SPACE_OF, Vocab
 
-EXTENSIONS = {m.name: m.extension for m in MODALITIES.values()}  # of a decoded segment's file
+EXTENSIONS = {m.name: m.extension for m in MODALITIES.values()}  # of a decoded segment's or sample's file
 
 
 def _earlier_decode(folder: Path) -> set[str]:
@@ -53,3 +55,43 @@ def decode_document(data_root: str | Path, dataset: str, k: int, out: str | Path
         for fname, (_, data) in zip(names, files):
             (tmp / fname).write_bytes(data)
     return [out / n for n in names]
+
+
+def earlier_output(folder: Path) -> set[str]:
+    """The names in `folder` that an earlier write_samples put there: samples.jsonl and the files it lists."""
+    from .jsonio import lines, loads
+
+    listing = folder / "samples.jsonl"
+    if not listing.is_file():
+        return set()
+    names = {listing.name}
+    try:
+        for _, line in lines(listing.read_text(encoding="utf-8")):
+            if line.strip():
+                names |= {s["file"] for s in loads(line)["segments"] if isinstance(s.get("file"), str)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()  # not a listing we wrote: nothing in the folder counts as ours
+    return names
+
+
+def write_samples(samples: list[dict], out: str | Path) -> list[Path]:
+    """Write `sample-<k>.<ext>` (k from 1; `sample-<k>-<j>.<ext>` when a sample holds several segments)
+    and samples.jsonl into `out`, all at once: the folder appears (or is replaced) only when complete.
+    An existing folder is replaced only when empty or a previous generate output: files mmlm did not
+    write there are never deleted (the call refuses instead; see `atomic.output_dir`)."""
+    out = Path(out)
+    files: list[Path] = []
+    lines = []
+    with atomic.output_dir(out, earlier_output) as tmp:
+        for k, sample in enumerate(samples, 1):
+            segments = []
+            for j, seg in enumerate(sample["segments"], 1):
+                suffix = "" if len(sample["segments"]) == 1 else f"-{j}"
+                name = f"sample-{k}{suffix}{EXTENSIONS[seg['modality']]}"
+                data = encode_item(seg["modality"], seg["item"])
+                (tmp / name).write_bytes(data + b"\n" if seg["modality"] == "molecule" else data)
+                files.append(out / name)
+                segments.append({**{k2: v for k2, v in seg.items() if k2 != "item"}, "file": name})
+            lines.append(json.dumps({"tokens": sample["tokens"], "segments": segments, "settings": sample["settings"]}))
+        (tmp / "samples.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return files + [out / "samples.jsonl"]
