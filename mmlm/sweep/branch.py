@@ -79,7 +79,8 @@ def compute(grid, peak=None) -> dict:
     vocab = Vocab.load(grid.data / "vocab.json").size
     planned = separate = 0.0
     for r in grid.runs:
-        fpt = flops_per_token(model_config(r.size, vocab, r.train.get("seq_len")))
+        shape = grid.shapes.get(r.size)  # custom shapes are not named sizes
+        fpt = flops_per_token(model_config(r.size, vocab, r.train.get("seq_len"), shape=tuple(shape.values()) if shape else None))
         planned += fpt * (r.tokens - r.start_tokens)
         separate += fpt * r.tokens
     device = resolve_device(grid.train.get("device", "auto") if torch.cuda.is_available() else "cpu")
