@@ -144,7 +144,7 @@ def test_submitit_local_failures_and_retry(tmp_path):
 
 @pytest.mark.slow
 def test_demo_preset_builds_its_data_and_runs(tmp_path):
-    """The whole demo sweep (about 7 minutes on an idle 2-core CPU, plus the demo data; docs/demo.md)."""
+    """The whole demo sweep (about 840 CPU-seconds, 7 minutes on an idle 2-core CPU, plus the demo data; docs/demo.md)."""
     data, out = tmp_path / "data", tmp_path / "out"
     t0 = time.monotonic()
     r = cli("sweep", "--preset", "demo", "--data", str(data), "--out", str(out), "--json")

@@ -114,8 +114,9 @@ def plot_pair(key: str, law, pts: dict) -> bytes:
     if C > 0 and min(A, B, al, be) > 0:
         # Show the barrier where it is not too far beyond the runs: up to 10x its asymptote in D,
         # (B / C)^(1/beta), and 3x the N at which it comes within 2x of that asymptote.
-        d_inf = (B / C) ** (1 / be)
-        n_near = (A / (C * (1 - 2.0**-be))) ** (1 / al)
+        with np.errstate(over="ignore"):  # tiny exponents: far beyond the runs is inf, clipped below
+            d_inf = np.float64(B / C) ** (1 / be)
+            n_near = np.float64(A / (C * (1 - 2.0**-be))) ** (1 / al)
         n_hi = min(max(n_hi, 3 * n_near), N.max() * 1e4)
         d_hi = min(max(d_hi, 10 * d_inf), D.max() * 1e4)
     n = np.logspace(np.log10(N.min() / 3), np.log10(n_hi), 120)

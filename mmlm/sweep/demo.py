@@ -11,13 +11,14 @@ How the demo was designed (measured on 2 shared cores; docs/demo.md has the numb
   CPU model's compute;
 - sizes: custom shapes from 41k to 222k parameters, about evenly spaced in log N, all far below the
   old demo's 0.2M-1.1M (pico..micro with a 4,096 BPE), where losses hardly moved with N;
-- budgets: 100, 200 and 400 optimizer steps of 1,024 tokens (hundreds of steps per run; 0.5 to 10
-  tokens per parameter, so both N and D matter), warm-up 10% of each run (train's default);
-- peak learning rates from a short check on the smallest and largest size (`mmlm train`'s default
-  for custom shapes interpolates it in log d_model);
+- budgets: 400, 800 and 1,600 optimizer steps of 512 tokens (at 100-200 steps the three smaller
+  shapes had not left the unigram plateau; 1 to 20 tokens per parameter, so both N and D matter),
+  warm-up 10% of each run (train's default); cpu-study keeps 100-400 steps of 1,024 tokens;
+- peak learning rate 3e-3 for every shape, from a sweep at 800 steps of 512 tokens (train's default
+  for custom shapes, fitted at 100 steps of 1,024, is 2-3x too high for the small shapes there);
 - the stall rule is off: with 100-step runs and small batches the smoothed loss is noisy enough to
   "stall" and restart good runs;
-- evaluation once, at the end, on up to 65,536 held-out tokens per dataset.
+- evaluation once, at the end, on up to 131,072 held-out tokens per dataset (65,536 in cpu-study).
 """
 from __future__ import annotations
 
@@ -51,6 +52,10 @@ class Study:
 
 _TRAIN = {"seq_len": 128, "batch_tokens": 1024, "eval_tokens": 65536, "eval_every": 1_000_000, "ckpt_every": 100,
           "stall_tokens": 0.0}
+# the demo: 4x the steps of 100-400 steps of 1,024 tokens at half the batch (the small shapes need steps to
+# leave the unigram plateau), one peak LR for all shapes (3e-3 beat train's 1e-2/7e-3 default for the two
+# smallest at 512-token batches by 0.4-0.5 nats), and every held-out token the splits hold (up to 131,072)
+_DEMO_TRAIN = {**_TRAIN, "batch_tokens": 512, "lr": 3e-3, "eval_tokens": 131072, "ckpt_every": 400}
 
 PRESETS: dict[str, Study] = {
     # make demo: three uni-modal laws (text, code, the captioned digits) and the text|code pair law
@@ -58,9 +63,9 @@ PRESETS: dict[str, Study] = {
         unimodal=("text", "code", "image-text"),
         pairs=(("text", "code"),),
         sizes=(_shape(2, 24, 2), _shape(2, 32, 2), _shape(2, 48, 3), _shape(3, 64, 4)),
-        steps=(100, 200, 400),
-        pair_steps=(100, 200),
-        train=dict(_TRAIN),
+        steps=(400, 800, 1600),
+        pair_steps=(400, 800),
+        train=dict(_DEMO_TRAIN),
     ),
     # all seven datasets alone, four of the paper's pairs, two seeds (a noise estimate), one size more
     "cpu-study": Study(
