@@ -136,7 +136,7 @@ def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
 
 
 def launch(nproc: int, argv: list[str], env: dict | None = None) -> subprocess.Popen:
-    """Start the processes; rank 0 writes one JSON event per line on stdout (see `mmlm.train.main`)."""
+    """Start the processes; rank 0 writes one JSON event per line on stdout (see `mmlm.train.__main__`)."""
     if nproc < 1:
         raise MmlmError(f"--nproc {nproc}: must be at least 1")
     env = {**os.environ, **SAFE_ENV, **(env or {})}

@@ -323,12 +323,12 @@ def _positive_list(value, key: str, bad) -> list[float]:
 
 def _check_train(opts, bad) -> dict:
     """[train] keys must be `mmlm train` options the sweep does not set itself, with values of their type."""
-    from ..train import TrainConfig
+    from ..train import option_kinds
 
     if not isinstance(opts, dict):
         bad("train: expected a table of `mmlm train` options")
         return {}
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    fields = option_kinds()
     out = {}
     for key, value in opts.items():
         if key in ("n_layer", "d_model", "n_head"):
@@ -341,7 +341,8 @@ def _check_train(opts, bad) -> dict:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             bad(f"train.{key}: not an `mmlm train` option{hint}")
         else:
-            kinds = str(fields[key].type).replace(" ", "").split("|")  # e.g. "int|None"
+            kind, optional = fields[key]
+            kinds = [kind.__name__] + (["None"] if optional else [])
             coerced = _coerce(value, kinds)
             if coerced is _BAD:
                 bad(f"train.{key}: expected {' or '.join(k for k in kinds if k != 'None')}, got {value!r}")
