@@ -50,14 +50,6 @@ class Dist:
         if self.active:
             torch_dist.barrier()
 
-    def broadcast_object(self, obj):
-        """Rank 0's `obj` on every rank (for decisions all ranks must share)."""
-        if not self.active:
-            return obj
-        box = [obj]
-        torch_dist.broadcast_object_list(box, src=0)
-        return box[0]
-
 
 def init(device_type: str) -> Dist:
     """Join the process group when started by torchrun (WORLD_SIZE > 1); else a single process."""
@@ -94,10 +86,6 @@ def wrap(model: torch.nn.Module, dist: Dist, device: torch.device, fsdp: bool) -
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
 
 
 def _options(**kw):

@@ -265,7 +265,7 @@ class LocalPool:
                 conn.close()
                 if rid is not None:
                     error = f"worker process died (exit code {p.exitcode})"
-                    write_error(Path(self.out) / "runs" / rid, error)
+                    write_error(run_dir(self.out, rid), error)
                     events.append(("end", rid, {"id": rid, "status": "failed", "error": error}))
         return events
 
@@ -342,7 +342,7 @@ class SubmititPool:
                 except Exception as e:  # noqa: BLE001 — the job died (timeout, node lost, killed)
                     error = last_error_line(str(e)) or " ".join(str(e).split())[:300] or type(e).__name__
                     error = f"submitit job {job.job_id} failed: {error}"
-                    write_error(Path(self.out) / "runs" / rid, error)
+                    write_error(run_dir(self.out, rid), error)
                     outcome = {"id": rid, "status": "failed", "error": error}
                 if rid not in self.started:
                     events.append(("start", rid, None))
