@@ -13,16 +13,17 @@ from dataclasses import asdict
 from typing import Callable
 
 from .config import (BETAS, CLIP, CPU_PRESETS, DEFAULT_LR, IDENTITY, MIN_LR_SHARE, SWEEP_FILES, TrainConfig,
-                     config_from_options, config_to_argv, load_run_config, option_kinds)
+                     config_to_argv, option_kinds)
 
 # the rest on first use, so that reading the options (cli/train.py, the grid check) does not load torch
 _LAZY = {"resolve_device": "..device", "MetricsLog": ".folder", "lock_run_folder": ".folder",
+         "config_from_options": ".folder", "load_run_config": ".folder", "read_run_config": ".folder",
          "Plan": ".plan", "default_lr": ".plan", "lr_at": ".plan", "model_config_of": ".plan", "resolve": ".plan",
          "shape_of": ".plan", "Setup": ".setup", "prepare": ".setup", "NonFinite": ".trainer", "Trainer": ".trainer",
          "eval_se": ".trainer"}
 
 __all__ = ["BETAS", "CLIP", "CPU_PRESETS", "DEFAULT_LR", "IDENTITY", "MIN_LR_SHARE", "SWEEP_FILES", "TrainConfig",
-           "check", "config_from_options", "config_to_argv", "load_run_config", "option_kinds", "train", *_LAZY]
+           "check", "config_to_argv", "option_kinds", "train", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -8,7 +8,8 @@ import sys
 
 from ..errors import MmlmError
 from . import train
-from .config import config_from_options, parser
+from .config import parser
+from .folder import config_from_options
 
 
 def main(argv: list[str] | None = None) -> int:

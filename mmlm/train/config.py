@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import MISSING, dataclass, field, fields
 
-from ..errors import MmlmError
-from ..jsonio import read_json
 
 CPU_PRESETS = ("pico", "nano", "micro", "mini", "small")
 # Peak learning rates: GPT-3 / OPT for the paper grid; CPU presets tuned on the demo data.
@@ -123,26 +120,6 @@ def help_of(f) -> str:
 def cli_fields():
     """The TrainConfig fields that are flags of `mmlm train`."""
     return [f for f in fields(TrainConfig) if f.metadata.get("cli", True)]
-
-
-def load_run_config(out: str | Path) -> TrainConfig:
-    """The TrainConfig a run folder was started with (RUN/config.json)."""
-    path = Path(out) / "config.json"
-    try:
-        stored = read_json(path, "run config")["train"]
-        return TrainConfig(**{f.name: stored[f.name] for f in fields(TrainConfig) if f.name in stored})
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise MmlmError(f"{path}: not a readable run config ({e})") from None
-
-
-def config_from_options(options: dict) -> TrainConfig:
-    """The options given on a command line (None = not given) over the defaults; with resume and an
-    existing run, over that run's stored settings instead."""
-    given = {k: v for k, v in options.items() if v is not None}
-    out = given.get("out")
-    if given.get("resume") and out and (Path(out) / "config.json").is_file():
-        return TrainConfig(**{**asdict(load_run_config(out)), **given})
-    return TrainConfig(**given)
 
 
 def config_to_argv(cfg: TrainConfig) -> list[str]:

@@ -6,12 +6,42 @@ import contextlib
 import json
 import os
 import shutil
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from .. import atomic, checkpoint
 from ..errors import MmlmError
 from ..jsonio import lines, loads, read_json
 from .config import IDENTITY, SWEEP_FILES, TrainConfig
+
+
+RUN_FORMAT = "mmlm-run/1"  # the "format" of RUN/config.json
+
+
+def read_run_config(run: Path) -> dict:
+    """RUN/config.json, checked to be a run config of this format; one-line MmlmError otherwise."""
+    return read_json(run / "config.json", "run config", RUN_FORMAT)
+
+
+def load_run_config(out: str | Path) -> TrainConfig:
+    """The TrainConfig a run folder was started with (RUN/config.json)."""
+    path = Path(out) / "config.json"
+    stored = read_run_config(Path(out))
+    try:
+        stored = stored["train"]
+        return TrainConfig(**{f.name: stored[f.name] for f in fields(TrainConfig) if f.name in stored})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise MmlmError(f"{path}: not a readable run config ({e})") from None
+
+
+def config_from_options(options: dict) -> TrainConfig:
+    """The options given on a command line (None = not given) over the defaults; with resume and an
+    existing run, over that run's stored settings instead."""
+    given = {k: v for k, v in options.items() if v is not None}
+    out = given.get("out")
+    if given.get("resume") and out and (Path(out) / "config.json").is_file():
+        return TrainConfig(**{**asdict(load_run_config(out)), **given})
+    return TrainConfig(**given)
 
 
 class MetricsLog:
@@ -88,7 +118,7 @@ def resume_point(run: Path, resume: bool, data, mine: dict) -> Path | None:
         return None
     if not resume:
         raise MmlmError(f"--out {run}: already holds a run with a checkpoint; use --resume to continue it, or another folder")
-    why = differs(run, data, mine, read_json(run / "config.json", "run config"))
+    why = differs(run, data, mine, read_run_config(run))
     if why:
         raise MmlmError(why)
     checkpoint.verify(ckpt)
@@ -108,7 +138,7 @@ def _check_fresh_folder(run: Path, data, mine: dict) -> None:
     stored = None
     if (run / "config.json").is_file():
         try:
-            stored = read_json(run / "config.json", "run config")
+            stored = read_run_config(run)
         except MmlmError:
             pass
     if isinstance(stored, dict) and not differs(run, data, mine, stored):

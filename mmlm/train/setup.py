@@ -38,7 +38,7 @@ class Setup:
         """RUN/config.json of this run."""
         total = sum(self.mix.values())
         return {
-            "format": "mmlm-run/1",
+            "format": folder.RUN_FORMAT,
             "train": asdict(self.cfg),
             "resolved": {**asdict(self.plan), "world_size": self.dist.world},
             "model": self.model_cfg.to_json(),
