@@ -20,7 +20,7 @@ _LAZY = {"resolve_device": "..device", "MetricsLog": ".folder", "lock_run_folder
          "config_from_options": ".folder", "load_run_config": ".folder", "read_run_config": ".folder",
          "Plan": ".plan", "default_lr": ".plan", "lr_at": ".plan", "model_config_of": ".plan", "resolve": ".plan",
          "shape_of": ".plan", "Setup": ".setup", "prepare": ".setup", "NonFinite": ".trainer", "Trainer": ".trainer",
-         "eval_se": ".trainer"}
+         "eval_se": ".heldout"}
 
 __all__ = ["BETAS", "CLIP", "CPU_PRESETS", "DEFAULT_LR", "IDENTITY", "MIN_LR_SHARE", "SWEEP_FILES", "TrainConfig",
            "check", "config_to_argv", "option_kinds", "train", *_LAZY]

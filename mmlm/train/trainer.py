@@ -19,31 +19,19 @@ import torch
 import torch.nn.functional as F
 
 from .. import atomic, checkpoint, distributed, schedule, speed
-from ..data import PAD_ID
 from ..errors import MmlmError
 from ..model import GPT, count_params
-from ..objectives import Batch, CausalMasked, make_objective
+from ..objectives import Batch, make_objective
 from ..stability import SpikeDetector
 from .config import BETAS, CLIP, LR_RESTART_FACTOR, MIN_LR_SHARE, SMOOTHING
 from .folder import MetricsLog, copy_tokenizers, discard_untrained
+from .heldout import eval_batch, eval_se
 from .plan import lr_at
 from .setup import Setup
 
 
 class NonFinite(Exception):
     """A step whose loss or gradient norm is inf or nan (nothing was applied); the run restarts."""
-
-
-def eval_se(s: float, w: float, ss: float, sw: float, ww: float, n: float) -> float | None:
-    """Standard error of a held-out loss sum(s_i) / sum(w_i) over n chunks (eval rows of seq_len tokens;
-    s_i: the summed token losses of chunk i, w_i: its target count), by the ratio estimator:
-    SE^2 = n / (n - 1) * sum((s_i - m w_i)^2) / (sum w_i)^2 with m the loss. Chunks next to each other in
-    a long document are correlated, so this is a slight underestimate there. None for a single chunk."""
-    if n < 2 or w <= 0:
-        return None
-    m = s / w
-    resid = max(0.0, ss - 2 * m * sw + m * m * ww)
-    return math.sqrt(n / (n - 1) * resid) / w
 
 
 def _finite_or_none(x: float):
@@ -69,7 +57,8 @@ class Trainer:
         self.il = self.data.interleaver(plan.seq_len, cfg.seed)
         self.objective = make_objective(cfg.objective, self.vocab, cfg.seed)
         self.spikes = SpikeDetector()
-        self.eval_batches = [self._eval_batch(d) for d in range(len(self.data.datasets))]
+        self.eval_batches = [eval_batch(self.data, d, plan.seq_len, cfg.objective, cfg.split_seed, self.dist.world)
+                             for d in range(len(self.data.datasets))]
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
                          else contextlib.nullcontext())
         self.step = self.tokens = self.restarts = 0
@@ -105,18 +94,6 @@ class Trainer:
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=plan.lr, betas=BETAS, eps=1e-8, fused=not plan.fsdp)  # one kernel per tensor, CPU and CUDA
         return model, opt
-
-    def _eval_batch(self, d: int) -> Batch:
-        """Held-out rows of dataset d with the run's objective (cm3 with a fixed seed, so every eval
-        sees the same rows), padded to a multiple of the world size with weight-0 rows."""
-        tokens, ids = self.data.eval_rows(d, self.plan.seq_len)
-        obj = CausalMasked(self.vocab, self.cfg.split_seed + d) if self.cfg.objective == "cm3" else make_objective("clm", self.vocab, 0)
-        b = obj(tokens, ids)
-        w = (b.weights if b.weights is not None else np.ones(b.targets.shape, np.float32)) * (b.ids != PAD_ID)
-        extra = -len(b.inputs) % self.dist.world
-        def pad(a, v):
-            return np.concatenate([a, np.full((extra, a.shape[1]), v, a.dtype)]) if extra else a
-        return Batch(pad(b.inputs, self.vocab.pad), pad(b.targets, self.vocab.pad), pad(b.ids, PAD_ID), pad(w, 0.0))
 
     # -- state
 
