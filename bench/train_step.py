@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlm.shards import DatasetWriter
-from mmlm.train import BETAS, Trainer, TrainConfig
+from mmlm.train import BETAS, Trainer, TrainConfig, prepare
 from mmlm.vocab import Vocab
 
 
@@ -117,8 +117,7 @@ def _measure(size: str, seq_len: int, batch_tokens: int, pairs: int, threads: in
              flat: np.ndarray) -> dict:
     cfg = TrainConfig(data=str(root), out=str(tmp / f"run-{size}"), size=size, mix="text=0.5,image=0.5",
                       tokens=1e9, seq_len=seq_len, batch_tokens=batch_tokens, threads=threads, device="cpu")
-    trainer = Trainer(cfg)
-    trainer.build()
+    trainer = Trainer(prepare(cfg))
     ours = trainer.train_step
     rows = trainer.plan.batch_rows
     base, n_base = baseline_step_fn(trainer.model_cfg, flat, rows, seq_len, trainer.plan.lr, cfg.weight_decay)

@@ -1,6 +1,7 @@
 """Train one model on a mixture of tokenized datasets (per-dataset losses, exact resume, --nproc DDP)."""
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 from pathlib import Path
@@ -15,65 +16,21 @@ from .common import console, err_console, escape, print_json, progress_bar
 EXIT_STOPPED = 3  # training stopped early (status says why); the last good checkpoint is intact
 
 
-def train(
-    data: Optional[Path] = typer.Option(None, "--data", help="Data root made by `mmlm tokenize` (vocab.json + datasets)."),
-    size: Optional[str] = typer.Option(None, "--size", help="Model size by name (see --list-sizes), or the name of a custom shape. Default: pico."),
-    n_layer: Optional[int] = typer.Option(None, "--n-layer", help="Custom shape: transformer blocks (with --d-model and --n-head)."),
-    d_model: Optional[int] = typer.Option(None, "--d-model", help="Custom shape: width (a multiple of --n-head)."),
-    n_head: Optional[int] = typer.Option(None, "--n-head", help="Custom shape: attention heads."),
-    mix: Optional[str] = typer.Option(None, "--mix", help="Datasets and token shares, e.g. text=0.5,code=0.5."),
-    tokens: Optional[float] = typer.Option(None, "--tokens", help="Training tokens, e.g. 2e6. Default 2e6."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (config, weights, metrics, summary)."),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Context length. Default: the size's (256 for CPU presets, 2048 for the paper grid)."),
-    batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", help="Tokens per update. Default: 8192 for CPU presets, 2^20 for the paper grid."),
-    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", help="Rows per forward pass (gradient accumulation fills the batch). Default: automatic."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate. Default: per size (GPT-3/OPT values for the paper grid)."),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help="Warm-up updates. Default: min(500, 10% of the updates)."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay on matrices and embeddings. Default 0.1."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initialisation, data order and CM3 masks. Default 0."),
-    objective: Optional[str] = typer.Option(None, "--objective", help="clm (causal LM, default) or cm3 (causal-masked, the paper's)."),
-    attention: Optional[str] = typer.Option(None, "--attention", help="auto (xformers on CUDA when installed, else sdpa), sdpa or xformers."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per process. Default: torch's."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Held-out evaluation every N updates (and at the end). Default: 10% of the run."),
-    eval_tokens: Optional[int] = typer.Option(None, "--eval-tokens", help="Held-out tokens per dataset. Default 16384."),
-    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", help="Checkpoint every N updates (and at the end). Default: 10% of the run."),
-    stall_tokens: Optional[float] = typer.Option(None, "--stall-tokens", help="Restart when the smoothed loss has not improved for this many tokens (0: never). Default: max(25% of the run, 20 batches)."),
-    max_restarts: Optional[int] = typer.Option(None, "--max-restarts", help="Restarts (lr x0.8 each) before giving up. Default 3."),
-    split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Seed of the held-out split (independent of --seed). Default 0."),
-    fsdp: bool = typer.Option(False, "--fsdp", help="Shard weights and optimizer state over the processes (FSDP) instead of DDP (automatic on CUDA when they do not fit one GPU)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint (settings come from its config.json)."),
-    nproc: int = typer.Option(1, "--nproc", help="Processes to train with (torchrun; DDP over gloo on CPU, nccl on GPU)."),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help="linear (warm-up, linear decay to 10%; default) or wsd (warm-up, stable, decay)."),
-    decay_frac: Optional[float] = typer.Option(None, "--decay-frac", help="wsd: share of the updates in the final decay. Default 0.2."),
-    peak_flops: Optional[float] = typer.Option(None, "--peak-flops", help="FLOP/s that MFU is measured against (default: the device's dense bf16 datasheet peak, else a measured matmul, cached)."),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile each block (off by default: no gain at the CPU sizes, seconds of compile time)."),
-    activation_checkpointing: Optional[str] = typer.Option(None, "--activation-checkpointing", help="none (default), selective (every second block) or full: recompute activations in the backward pass."),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log the metrics to TensorBoard in RUN/tensorboard (needs the tensorboard extra)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show parameters, memory per device, steps, FLOPs and the estimated wall time; allocate and write nothing."),
-    list_sizes: bool = typer.Option(False, "--list-sizes", help="List the model sizes with their parameter counts and exit."),
-    json_out: bool = typer.Option(False, "--json", help="Print plain JSON on stdout."),
-) -> None:
+def train(**options) -> None:
     """Train one model on a mixture of tokenized datasets (per-dataset losses, exact resume, --nproc DDP)."""
+    dry_run, list_sizes, json_out = options.pop("dry_run"), options.pop("list_sizes"), options.pop("json_out")
     if list_sizes:
-        _list_sizes(data, json_out)
+        _list_sizes(options["data"], json_out)
         return
     from mmlm.train import config_from_options
 
-    if size is None and None not in (n_layer, d_model, n_head):
+    if options["size"] is None and None not in (options["n_layer"], options["d_model"], options["n_head"]):
         from mmlm.model import shape_name
 
-        size = shape_name(n_layer, d_model, n_head)  # a custom shape is named after itself unless --size names it
-    options = dict(data=None if data is None else str(data), size=size, n_layer=n_layer, d_model=d_model, n_head=n_head,
-                   mix=mix, tokens=tokens,
-                   out=None if out is None else str(out), seq_len=seq_len, batch_tokens=batch_tokens,
-                   micro_batch=micro_batch, lr=lr, warmup=warmup, weight_decay=weight_decay, seed=seed,
-                   objective=objective, attention=attention, device=device, threads=threads,
-                   eval_every=eval_every, eval_tokens=eval_tokens, ckpt_every=ckpt_every,
-                   stall_tokens=stall_tokens, max_restarts=max_restarts, split_seed=split_seed,
-                   fsdp=fsdp or None, resume=resume or None, nproc=nproc, schedule=schedule, decay_frac=decay_frac,
-                   peak_flops=peak_flops, compile=compile_model or None,
-                   activation_checkpointing=activation_checkpointing, tensorboard=tensorboard or None)
+        # a custom shape is named after itself unless --size names it
+        options["size"] = shape_name(options["n_layer"], options["d_model"], options["n_head"])
+    for name, value in options.items():  # flags not given are None (the config's default); paths as text
+        options[name] = None if value is False else str(value) if isinstance(value, Path) else value
     if dry_run:
         from mmlm.speed import dry_run as estimate
 
@@ -82,11 +39,42 @@ def train(
         return
     cfg = config_from_options(options)
     with _Progress() as progress:
-        summary = _run_multi(cfg, progress) if nproc > 1 else _run_single(cfg, progress)
+        summary = _run_multi(cfg, progress) if cfg.nproc > 1 else _run_single(cfg, progress)
     _show_summary(summary, json_out)
     if summary["status"] != "done":
         err_console.print(summary["status"], style="bold yellow", highlight=False)
         raise typer.Exit(EXIT_STOPPED)
+
+
+def _options() -> list[inspect.Parameter]:
+    """The typer options of `mmlm train`: one per TrainConfig field declared for the command line (its
+    type, help and default come from the dataclass), then the command's own."""
+    from mmlm.train.config import cli_fields, help_of, option_kinds
+
+    kinds, params = option_kinds(), []
+
+    def add(name: str, annotation, default, help: str, flag: str | None = None) -> None:
+        flag = flag or "--" + name.replace("_", "-")
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                        default=typer.Option(default, flag, help=help)))
+
+    for f in cli_fields():
+        kind = kinds[f.name][0]
+        if kind is bool:
+            add(f.name, bool, False, help_of(f))
+        elif f.name == "nproc":
+            add(f.name, int, f.default, f.metadata["help"])
+        else:  # None: not given, the config's default
+            add(f.name, Optional[Path] if f.metadata["path"] else Optional[kind], None, help_of(f))
+    add("dry_run", bool, False, "Show parameters, memory per device, steps, FLOPs and the estimated wall time; "
+        "allocate and write nothing.")
+    add("list_sizes", bool, False, "List the model sizes with their parameter counts and exit.")
+    add("json_out", bool, False, "Print plain JSON on stdout.", "--json")
+    return params
+
+
+train.__signature__ = inspect.Signature(_options(), return_annotation=None)
+train.__annotations__ = {p.name: p.annotation for p in train.__signature__.parameters.values()}
 
 
 def _list_sizes(data: Optional[Path], json_out: bool) -> None:

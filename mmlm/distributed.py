@@ -50,14 +50,6 @@ class Dist:
         if self.active:
             torch_dist.barrier()
 
-    def broadcast_object(self, obj):
-        """Rank 0's `obj` on every rank (for decisions all ranks must share)."""
-        if not self.active:
-            return obj
-        box = [obj]
-        torch_dist.broadcast_object_list(box, src=0)
-        return box[0]
-
 
 def init(device_type: str) -> Dist:
     """Join the process group when started by torchrun (WORLD_SIZE > 1); else a single process."""
@@ -96,10 +88,6 @@ def wrap(model: torch.nn.Module, dist: Dist, device: torch.device, fsdp: bool) -
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
-
-
 def _options(**kw):
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
@@ -136,7 +124,7 @@ def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
 
 
 def launch(nproc: int, argv: list[str], env: dict | None = None) -> subprocess.Popen:
-    """Start the processes; rank 0 writes one JSON event per line on stdout (see `mmlm.train.main`)."""
+    """Start the processes; rank 0 writes one JSON event per line on stdout (see `mmlm.train.__main__`)."""
     if nproc < 1:
         raise MmlmError(f"--nproc {nproc}: must be at least 1")
     env = {**os.environ, **SAFE_ENV, **(env or {})}

@@ -175,9 +175,6 @@ class KVCache:
     def batch_size(self) -> int:
         return self.k.shape[1]
 
-    def reset(self) -> None:
-        self.pos = 0
-
     def crop(self, n: int) -> None:
         if not 0 <= n <= self.pos:
             raise MmlmError(f"KV cache crop to {n}: must be between 0 and {self.pos}")

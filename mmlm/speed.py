@@ -280,7 +280,8 @@ def dry_run(cfg) -> dict:
     import torch
 
     from .model import DEFAULT_VOCAB_SIZE
-    from .train import model_config_of, resolve, resolve_device
+    from .device import resolve_device
+    from .train.plan import model_config_of, resolve
 
     vocab = DEFAULT_VOCAB_SIZE
     if cfg.data:

@@ -168,7 +168,7 @@ def test_06_brackets_in_paths_smiles_and_columns(tmp_path, capsys, monkeypatch):
 # ---- 7. a failed trainer build reports its real error -------------------------------------------------
 
 def test_07_failed_build_shows_its_own_error(root, tmp_path, monkeypatch):
-    import mmlm.train as T
+    import mmlm.train.trainer as T
 
     def broken(*a, **k):
         raise MmlmError("the real reason")

@@ -67,7 +67,8 @@ def compute(grid, peak=None) -> dict:
     import torch
 
     from ..speed import assumed_mfu, flops_per_token, resolve_peak
-    from ..train import TrainConfig, model_config_of, resolve_device
+    from ..device import resolve_device
+    from ..train import TrainConfig, model_config_of
     from ..vocab import Vocab
 
     vocab = Vocab.load(grid.data / "vocab.json").size

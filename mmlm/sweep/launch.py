@@ -111,31 +111,42 @@ def run_sweep(
         for p in plan:
             if p["action"] == "retry":
                 clear_error(run_dir(out, p["id"]))
-        outcomes: dict[str, dict] = {}
-        if todo:
-            from .branch import wave
-
-            specs = {spec.id: spec for spec in grid.runs}
-            pool = _make_launcher(launcher, out, jobs, slurm_opts)
-            try:
-                for w in sorted({wave(specs[rid]) for rid in todo}):  # cooldown branches after their trunks
-                    done: dict[str, dict] = {}
-                    _drive(pool, [rid for rid in todo if wave(specs[rid]) == w], out, done, emit)
-                    outcomes.update(done)
-            finally:
-                pool.close()
+        outcomes = _launch(grid, todo, out, _make_launcher(launcher, out, jobs, slurm_opts), emit) if todo else {}
         path, rows = write_results(out)
         emit({"event": "results", "path": str(path), "rows": rows})
 
+    final = _final_states(plan, out, outcomes)
+    report.update(runs=final, results=str(path), rows=rows,
+                  counts={s: sum(r["state"] == s for r in final) for s in (DONE, FAILED, INTERRUPTED, "new", "busy")})
+    return report
+
+
+def _launch(grid: Grid, todo: list[str], out: Path, pool, emit: Event) -> dict[str, dict]:
+    """Train the runs `todo` with `pool` (closed after), cooldown branches in a wave after their trunks;
+    {run id: outcome}."""
+    from .branch import wave
+
+    outcomes: dict[str, dict] = {}
+    specs = {spec.id: spec for spec in grid.runs}
+    try:
+        for w in sorted({wave(specs[rid]) for rid in todo}):
+            done: dict[str, dict] = {}
+            _drive(pool, [rid for rid in todo if wave(specs[rid]) == w], out, done, emit)
+            outcomes.update(done)
+    finally:
+        pool.close()
+    return outcomes
+
+
+def _final_states(plan: list[dict], out: Path, outcomes: dict[str, dict]) -> list[dict]:
+    """Each planned run with its state after the sweep ("busy" where another process holds it)."""
     final = []
     for p in plan:
         state, detail = state_of(run_dir(out, p["id"]))
         if outcomes.get(p["id"], {}).get("status") == "busy" or (p["action"] == "busy" and state != DONE):
             state, detail = "busy", "another process is training this run"
         final.append({**p, "state": state, "detail": detail})
-    report.update(runs=final, results=str(path), rows=rows,
-                  counts={s: sum(r["state"] == s for r in final) for s in (DONE, FAILED, INTERRUPTED, "new", "busy")})
-    return report
+    return final
 
 
 def _drive(pool, todo: list[str], out: Path, outcomes: dict, emit: Event) -> None:
@@ -265,7 +276,7 @@ class LocalPool:
                 conn.close()
                 if rid is not None:
                     error = f"worker process died (exit code {p.exitcode})"
-                    write_error(Path(self.out) / "runs" / rid, error)
+                    write_error(run_dir(self.out, rid), error)
                     events.append(("end", rid, {"id": rid, "status": "failed", "error": error}))
         return events
 
@@ -342,7 +353,7 @@ class SubmititPool:
                 except Exception as e:  # noqa: BLE001 — the job died (timeout, node lost, killed)
                     error = last_error_line(str(e)) or " ".join(str(e).split())[:300] or type(e).__name__
                     error = f"submitit job {job.job_id} failed: {error}"
-                    write_error(Path(self.out) / "runs" / rid, error)
+                    write_error(run_dir(self.out, rid), error)
                     outcome = {"id": rid, "status": "failed", "error": error}
                 if rid not in self.started:
                     events.append(("start", rid, None))

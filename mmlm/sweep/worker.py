@@ -55,16 +55,13 @@ def train_run(out: str, rid: str, threads: int | None = None, parent_pid: int | 
 
 
 def _train(folder: Path, threads: int | None, parent_pid: int | None) -> dict:
-    import dataclasses
-
     from ..train import TrainConfig, train
 
     spec = read_spec(folder)
     if spec is None:
         raise MmlmError(f"{folder / 'sweep.json'}: missing or unreadable run spec")
     opts = dict(spec.train)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    if threads and "threads" in fields and "threads" not in opts:
+    if threads and "threads" not in opts:
         opts["threads"] = threads
     if opts.get("tensorboard"):  # every run of the sweep under one folder, so they overlay
         opts["tensorboard_dir"] = str(folder.parent.parent / "tensorboard" / folder.name)
