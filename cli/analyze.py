@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from .common import console, err_console, print_json, progress_bar
+from .common import console, err_console, escape, print_json, progress_bar
 
 DEFAULT_COMMAND = "path"
 
@@ -238,5 +238,6 @@ def study(
     if g:
         console.print(f"digits from captions: accuracy {g['accuracy']:.1%} on {g['n']} images (chance {g['chance']:.0%})")
     for c in summary["checks"]:
-        console.print(f"[{'green' if c['ok'] else 'red'}]{'ok  ' if c['ok'] else 'MISS'}[/] {c['check']}", highlight=False)
+        console.print(f"[{'green' if c['ok'] else 'red'}]{'ok  ' if c['ok'] else 'MISS'}[/] {escape(c['check'])}", highlight=False,
+                      markup=True)
     console.print(f"report: {path}")

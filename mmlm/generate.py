@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .errors import MmlmError
+from .device import resolve_device
 from .documents import segment_spans
 from .media import EXTENSIONS, earlier_output, write_samples  # noqa: F401  (its output files; imported from here)
 from .modalities import MODALITIES
@@ -48,12 +49,6 @@ DONE_CHECK_EVERY = 8  # steps between checks that every row has finished (each c
 
 
 # ---- the run -----------------------------------------------------------------------------------
-
-def resolve_device(name: str) -> torch.device:
-    from .train import resolve_device as resolve
-
-    return resolve(name)
-
 
 class Run:
     """A trained run folder opened for sampling: model (eval mode), vocabulary, tokenizers on demand."""

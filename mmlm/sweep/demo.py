@@ -121,7 +121,7 @@ def demo_data_missing(data: str | Path) -> bool:
 
 def ensure_demo_data(data: str | Path, on_progress=None) -> bool:
     """Build the demo data root unless it is complete; returns whether it built anything."""
-    from ..tokenize import build_demo
+    from ..demo_build import build_demo
 
     if not demo_data_missing(data):
         return False
