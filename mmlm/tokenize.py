@@ -3,7 +3,7 @@
     tokenize_dataset(kind, inputs, data_root, ...)   read, (train or reuse tokenizers), encode, write
     data_info(data_root)                             what `mmlm tokenize info --json` prints
     decode_document(data_root, dataset, k, out)      a document back to text / PNG / WAV files (mmlm.media)
-    build_demo(data_root)                            the built-in demo corpus, all seven kinds (mmlm.demo_build)
+    (the built-in demo corpus: mmlm.demo_build.build_demo, which calls tokenize_dataset per kind)
 
 One job per module: mmlm.modalities (what each kind and modality needs), mmlm.ingest (reading raw
 inputs), mmlm.tokenizer_setup (training or reusing tokenizers), mmlm.encode and mmlm.documents (the
@@ -265,13 +265,3 @@ def data_info(data_root: str | Path) -> dict:
         "special": dict(vocab.special),
         "datasets": datasets,
     }
-
-
-
-
-def __getattr__(name: str):
-    if name in ("build_demo", "DEMO_ORDER"):  # the demo build imports this module: loaded on first use
-        from . import demo_build, demo_data
-
-        return demo_build.build_demo if name == "build_demo" else demo_data.PARTS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
