@@ -50,8 +50,9 @@ def shape_of(cfg: TrainConfig) -> tuple[int, int, int] | None:
     return check_shape(cfg.n_layer, cfg.d_model, cfg.n_head, "--n-layer/--d-model/--n-head: ")
 
 
-# the demo's peak-LR check (docs/demo.md): best of 1e-3, 3e-3, 1e-2, 3e-2 at d_model 24 and 64, 100 steps
-SHAPE_LR_CHECK = ((24, 1e-2), (64, 3e-3))
+# the demo's peak-LR check (docs/demo.md): best of 1.5e-3, 3e-3, 6e-3, 1.2e-2 at d_model 24 and 64, 400 steps
+# of 512 text tokens
+SHAPE_LR_CHECK = ((24, 1.2e-2), (64, 6e-3))
 
 
 def default_lr(cfg: TrainConfig) -> float:
