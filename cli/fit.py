@@ -41,7 +41,7 @@ def fit(
     from mmlm.laws.report import write_outputs
     from mmlm.laws import holdout as holdouts
     from mmlm.laws.forms import OBJECTIVES
-    from mmlm.laws.results import LAWS, fit_table
+    from mmlm.laws.fitted import LAWS, fit_table
     from mmlm.laws.table import read_table
 
     # (SciPy, Numba and matplotlib are imported only once the fitting and plotting start, so bad

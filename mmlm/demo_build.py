@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import demo_data
-from . import tokenize as pipeline  # looked up per call: tests replace pipeline.tokenize_dataset
+from . import dataset_build  # looked up per call: tests replace dataset_build.tokenize_dataset
 from .modalities import KINDS
 from .shards import Dataset, list_datasets
 
@@ -19,7 +19,7 @@ def _noop(stage: str, done: int, total: int, tokens: int) -> None:
 
 def build_demo(data_root: str | Path, on_progress: Progress | None = None, image_tokenizer: str = "kmeans") -> dict:
     """Build the demo corpus: raw files under DATA/raw/, then each of the seven datasets through
-    `mmlm.tokenize.tokenize_dataset`. Parts already built (raw folders, complete datasets) are kept, so a
+    `mmlm.dataset_build.tokenize_dataset`. Parts already built (raw folders, complete datasets) are kept, so a
     killed build finishes when run again. Returns {"datasets": {name: summary}, "seconds"}.
     `image_tokenizer` "vqvae" trains the learnt image tokenizer (minutes on CPU) instead of k-means."""
     on_progress = on_progress or _noop
@@ -45,5 +45,5 @@ def build_demo(data_root: str | Path, on_progress: Progress | None = None, image
         def progress(stage, done, total, tokens, _kind=kind):
             on_progress(f"{_kind}: {stage}", done, total, tokens)
 
-        results[kind] = pipeline.tokenize_dataset(kind, raw[kind], root, name=kind, on_progress=progress, **kind_opts)
+        results[kind] = dataset_build.tokenize_dataset(kind, raw[kind], root, name=kind, on_progress=progress, **kind_opts)
     return {"datasets": results, "seconds": round(time.perf_counter() - t0, 2)}

@@ -50,7 +50,7 @@ DONE_CHECK_EVERY = 8  # steps between checks that every row has finished (each c
 
 # ---- the run -----------------------------------------------------------------------------------
 
-class Run:
+class LoadedRun:
     """A trained run folder opened for sampling: model (eval mode), vocabulary, tokenizers on demand."""
 
     def __init__(self, path: Path, model, config: dict, vocab: Vocab, device: torch.device):
@@ -77,7 +77,7 @@ class Run:
         return self._tokenizers[space]
 
 
-def load_run(path: str | Path, device: str = "auto") -> Run:
+def load_run(path: str | Path, device: str = "auto") -> LoadedRun:
     """Open a run folder made by `mmlm train`; one-line MmlmError when anything is missing or unsafe."""
     from .checkpoint import load_model
     from .model import resolve_attention
@@ -95,7 +95,7 @@ def load_run(path: str | Path, device: str = "auto") -> Run:
     model, config = load_model(path, dev, attention=resolve_attention("auto", dev))
     if model.cfg.vocab_size != vocab.size:
         raise MmlmError(f"{path / 'vocab.json'}: {vocab.size} ids, but the model was built for {model.cfg.vocab_size}")
-    return Run(path, model, config, vocab, dev)
+    return LoadedRun(path, model, config, vocab, dev)
 
 
 # ---- prompts -----------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def read_prompts(text: str | None = None, image: str | Path | None = None, audio
     return [(m.name, m.read_prompt(given[m.name])) for m in order if given.get(m.name) is not None]
 
 
-def encode_prompt(run: Run, modality: str, item: Any) -> list[int]:
+def encode_prompt(run: LoadedRun, modality: str, item: Any) -> list[int]:
     """One prompt segment as ids of the shared vocabulary, inside its sentinels."""
     option = PROMPT_OPTION.get(modality, modality)
     run.require(modality, option)
@@ -127,7 +127,7 @@ def encode_prompt(run: Run, modality: str, item: Any) -> list[int]:
     return [vocab.begin(modality), *(local + vocab.offset(modality)).tolist(), vocab.end(modality)]
 
 
-def build_context(run: Run, prompts: list[tuple[str, Any]], target: str | None) -> tuple[list[int], list[int]]:
+def build_context(run: LoadedRun, prompts: list[tuple[str, Any]], target: str | None) -> tuple[list[int], list[int]]:
     """(context with the prompt segments in their order, the same without them) as id lists."""
     if target is not None:
         run.require(target, "--modality")
@@ -310,7 +310,7 @@ def split_segments(vocab: Vocab, tokens: list[int], target: str | None) -> list[
     return [{"modality": m, "start": start, "end": end} for m, start, end in segment_spans(vocab, tokens, target)]
 
 
-def decode_segment(run: Run, modality: str, ids: list[int]) -> tuple[Any, dict]:
+def decode_segment(run: LoadedRun, modality: str, ids: list[int]) -> tuple[Any, dict]:
     """(decoded item, what to report about it)."""
     local = np.asarray(ids, dtype=np.int64) - run.vocab.offset(modality)
     item = run.tokenizer(modality).decode(local)
@@ -329,7 +329,7 @@ def _check_batch_memory(cfg, settings: SampleSettings, context: int, max_tokens:
                  f"the decoding state ({B} samples x {positions} positions)")
 
 
-def generate(run: Run, prompts: list[tuple[str, Any]], target: str | None, settings: SampleSettings,
+def generate(run: LoadedRun, prompts: list[tuple[str, Any]], target: str | None, settings: SampleSettings,
              on_step: Callable[[int, int], None] | None = None) -> list[dict]:
     """Sample from a run. Returns one dict per sample: {"tokens", "segments": [{"modality", "start",
     "end", "item", ...}], "settings"}; `write_samples` turns them into files."""

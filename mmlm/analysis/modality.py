@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import MmlmError
-from .runs import find_setting, read_json
+from .run_records import find_setting, read_json
 
 DEFAULT_SIGMA = 3.0
 

@@ -110,7 +110,7 @@ def summarise(studies: list[dict], law: BimodalLaw, n_at: float) -> dict:
 
 def setup(laws: dict, pair_name: str, noise: float | None = None, sizes=None, tokens=None, seeds: int = 20) -> dict:
     """The checked inputs of `design` (every problem is one MmlmError line, before anything runs)."""
-    from .results import bimodal_law
+    from .fitted import bimodal_law
 
     key, law = bimodal_law(laws, pair_name)
     path = laws.get("_path", "laws.json")

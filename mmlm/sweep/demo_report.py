@@ -16,9 +16,9 @@ import math
 from pathlib import Path
 
 from .. import atomic
-from ..analysis.runs import read_json
+from ..analysis.run_records import read_json
 from .demo import PRESETS
-from .runs import read_spec, read_summary, runs_root
+from .run_folders import read_spec, read_summary, runs_root
 
 TARGETS = {"min_steps": 100, "below_unigram": 0.10, "share_error": 0.02, "holdout_error": 0.03, "se_share": 0.001,
            "digits_n": 50, "digits_above_chance": 0.03}

@@ -1,14 +1,13 @@
-"""The tokenize pipeline: raw files -> token datasets that share one vocabulary.
+"""Building token datasets (`mmlm tokenize`): raw files -> token datasets that share one vocabulary.
 
     tokenize_dataset(kind, inputs, data_root, ...)   read, (train or reuse tokenizers), encode, write
     data_info(data_root)                             what `mmlm tokenize info --json` prints
-    decode_document(data_root, dataset, k, out)      a document back to text / PNG / WAV files (mmlm.media)
-    (the built-in demo corpus: mmlm.demo_build.build_demo, which calls tokenize_dataset per kind)
+    (a document back to files: mmlm.media.decode_document; the built-in demo corpus:
+    mmlm.demo_build.build_demo, which calls tokenize_dataset per kind)
 
 One job per module: mmlm.modalities (what each kind and modality needs), mmlm.ingest (reading raw
 inputs), mmlm.tokenizer_setup (training or reusing tokenizers), mmlm.encode and mmlm.documents (the
-document format), mmlm.media (decoded files), mmlm.demo_build; this module runs them in order and
-re-exports the names other modules import from it.
+document format), mmlm.media (decoded files), mmlm.demo_build; this module runs them in order.
 
 A data root holds `vocab.json` (mmlm.vocab), `tokenizers/<space>.json` (+ arrays beside it) and one
 folder per dataset (mmlm.shards). A token space's tokenizer is trained the first time a dataset
@@ -30,19 +29,13 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from . import __version__, atomic
-from .documents import assemble_document, split_document  # noqa: F401  (imported from here elsewhere)
 from .encode import ENCODE_CHUNK as _ENCODE_CHUNK
-from .encode import encode_texts as _encode_texts  # noqa: F401
 from .encode import encoded_documents
 from .errors import MmlmError
 from .ingest import read_inputs
-from .media import EXTENSIONS, decode_document  # noqa: F401
-from .modalities import KINDS, SPACES, encode_item, spaces_of, tokenizer_class  # noqa: F401
+from .modalities import KINDS, SPACES, spaces_of
 from .shards import Dataset, DatasetWriter, list_datasets
 from .tokenizer_setup import check_bounds, ensure_tokenizers
-from .tokenizers.loading import load_tokenizer  # noqa: F401
-from .tokenizers.text import TEXT_PIECE as _TEXT_PIECE  # noqa: F401
-from .tokenizers.text import text_pieces  # noqa: F401
 from .vocab import DATASET_KINDS, Vocab
 
 Progress = Callable[[str, int, int, int], None]

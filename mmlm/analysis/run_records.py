@@ -139,7 +139,7 @@ def find_setting(config: dict, key: str):
 
 
 @dataclass
-class Run:
+class RunRecord:
     """A run folder: its metrics and whatever config.json / summary.json say about it."""
 
     id: str
@@ -202,9 +202,10 @@ class Run:
         return out
 
 
-def load_run(path: str | Path, run_id: str | None = None) -> Run:
+def read_run(path: str | Path, run_id: str | None = None) -> RunRecord:
+    """The record of one run folder: metrics.jsonl (required), config.json and summary.json (where present)."""
     path = Path(path)
-    return Run(
+    return RunRecord(
         id=run_id or path.resolve().name,
         path=path,
         metrics=read_metrics(path / "metrics.jsonl"),
