@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import MmlmError
-from .run_records import find_setting, read_json
+from .run_records import find_setting
 
 DEFAULT_SIGMA = 3.0
 
@@ -42,23 +42,17 @@ def modality_verdict(ppl_a, ppl_b, sigma: float = DEFAULT_SIGMA) -> dict:
 
 
 def _load_model(run_dir: Path, vocab_size: int, device: str):
+    """(model, config) through the one model loader (mmlm.checkpoint: config.json checked, safetensors header
+    checked before anything loads), as generate loads it; the model must be built for the data's vocabulary."""
     import torch
 
-    from ..checkpoint import build_model
-    from ..model import GPTConfig, model_config
+    from ..checkpoint import load_model
 
-    config = read_json(run_dir / "config.json")
-    if not config:
-        raise MmlmError(f"{run_dir}: no config.json (not a run folder of `mmlm train`)")
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        raise MmlmError(f"{weights}: no such file (the run has no checkpoint)")
-    model_cfg = config.get("model")
-    if isinstance(model_cfg, dict) and "n_layer" in model_cfg:
-        cfg = GPTConfig.from_json(model_cfg)
-    else:
-        cfg = model_config(str(find_setting(config, "size")), vocab_size, find_setting(config, "seq_len"))
-    return build_model(weights, cfg, str(run_dir / "config.json"), torch.device(device)), config
+    model, config = load_model(run_dir, torch.device(device))
+    if model.cfg.vocab_size != vocab_size:
+        raise MmlmError(f"{run_dir}: the model was built for {model.cfg.vocab_size} ids, "
+                        f"but the data root's vocabulary has {vocab_size}")
+    return model, config
 
 
 def _doc_ppl(model, doc: np.ndarray, eos: int, device) -> float:
