@@ -79,10 +79,10 @@ def fit(
         with progress_bar() as bar:
             tasks: dict[str, int] = {}
 
-            def on_progress(label: str, advance: int, total: int) -> None:
+            def on_progress(label: str, done: int, total: int, tokens: int = 0) -> None:
                 if label not in tasks:
                     tasks[label] = bar.add_task(f"fit {label}", total=total)
-                bar.advance(tasks[label], advance)
+                bar.update(tasks[label], completed=done)
 
             fitted = fit_table(table, on_progress=on_progress, **options)
     else:

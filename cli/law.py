@@ -248,7 +248,11 @@ def design(
         return
     with progress_bar() as bar:
         task = bar.add_task("simulated studies", total=seeds)
-        res = design_of(laws, pair, on_progress=lambda k: bar.advance(task, k), **kwargs)
+
+        def on_progress(stage: str, done: int, total: int, tokens: int = 0) -> None:
+            bar.update(task, completed=done)
+
+        res = design_of(laws, pair, on_progress=on_progress, **kwargs)
     console.print(f"[bold]{escape(res['pair'])}[/]: {len(res['sizes'])} sizes x {len(res['tokens'])} budgets "
                   f"({res['runs']['unimodal_each']} uni-modal runs per dataset, {res['runs']['mixed']} mixed) "
                   f"at {100 * res['noise']:.3g}% noise, {res['seeds']} simulated studies", markup=True)

@@ -102,7 +102,7 @@ class _Bars:
         self.progress = progress
         self.tasks: dict[str, int] = {}
 
-    def __call__(self, stage: str, done: int, total: int, tokens: int) -> None:
+    def __call__(self, stage: str, done: int, total: int, tokens: int = 0) -> None:
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(stage, total=total or None, tokens=0)
         self.progress.update(self.tasks[stage], completed=done, total=total or None, tokens=tokens)

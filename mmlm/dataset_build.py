@@ -14,8 +14,8 @@ folder per dataset (mmlm.shards). A token space's tokenizer is trained the first
 needs it and reused from then on, never retrained: asking for different settings is an error.
 Only one tokenize runs in a data root at a time (a lock file, `.lock`).
 
-Progress: `on_progress(stage, done, total, tokens)` is called as work advances; `stage` names
-what is running ("read", "train text", "encode"), `done`/`total` count files or documents
+Progress: `on_progress(stage, done, total, tokens)` (mmlm.progress) is called as work advances; `stage`
+names what is running ("read", "train text", "encode"), `done`/`total` count files or documents
 (total 0 when unknown), `tokens` counts tokens written so far.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import contextlib
 import re
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -34,11 +34,10 @@ from .encode import encoded_documents
 from .errors import MmlmError
 from .ingest import read_inputs
 from .modalities import KINDS, SPACES, spaces_of
+from .progress import Progress, silent
 from .shards import Dataset, DatasetWriter, list_datasets
 from .tokenizer_setup import check_bounds, ensure_tokenizers
 from .vocab import DATASET_KINDS, Vocab
-
-Progress = Callable[[str, int, int, int], None]
 
 DEFAULTS = {"vocab_size": 4096, "image_size": 32, "patch": 4, "codebook": 256, "units": 100, "seed": 0}
 # image tokenizer kind and the VQ-VAE's own options (None: mmlm.tokenizers.vqvae's defaults)
@@ -46,10 +45,6 @@ IMAGE_DEFAULTS = {"tokenizer": "kmeans", "downsample": None, "train_steps": None
 IMAGE_TOKENIZERS = tuple(SPACES["image"].tokenizers)
 _SIZES = ("vocab_size", "image_size", "patch", "codebook", "units", "downsample", "train_steps")
 _RESERVED_NAMES = {"tokenizers", "raw", "vocab.json"}
-
-
-def _noop(stage: str, done: int, total: int, tokens: int) -> None:
-    pass
 
 
 
@@ -204,7 +199,7 @@ def tokenize_dataset(kind: str, inputs: Iterable[str | Path], data_root: str | P
     (image/speech: inputs are .npy files of externally made codes/units).
     """
     opts, user_opts, external, allow_outside, train_on = _check_options(kind, opts)
-    on_progress = on_progress or _noop
+    on_progress = on_progress or silent
     name = _check_name(name or kind)
     inputs = [Path(p) for p in inputs]
     root = Path(data_root)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from .device import resolve_device
 from .documents import segment_spans
 from .media import EXTENSIONS, earlier_output, write_samples  # noqa: F401  (its output files; imported from here)
 from .modalities import MODALITIES
+from .progress import Progress
 from .tokenizers.loading import load_tokenizer
 from .vocab import SEGMENT_MODALITIES, SPACE_OF, Vocab
 
@@ -272,7 +273,7 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
 @torch.inference_mode()
 def sample_tokens(model, grammar: Grammar, context: list[int], settings: SampleSettings, max_tokens: int,
                   uncond: list[int] | None = None, generator: torch.Generator | None = None,
-                  on_step: Callable[[int, int], None] | None = None) -> list[list[int]]:
+                  on_progress: Progress | None = None) -> list[list[int]]:
     """Draw `settings.num_samples` continuations of `context` (at most `max_tokens` ids each, the
     grammar's constraints applied); with `uncond`, classifier-free guidance at settings.cfg_scale."""
     B = settings.num_samples
@@ -291,8 +292,8 @@ def sample_tokens(model, grammar: Grammar, context: list[int], settings: SampleS
         tok = pick(logits, settings.temperature, settings.top_k, settings.top_p, generator)
         out[:, t] = tok
         state, count = grammar.advance(state, count, tok)
-        if on_step is not None:
-            on_step(t + 1, max_tokens)
+        if on_progress is not None:
+            on_progress("generate", t + 1, max_tokens)
         if t + 1 == max_tokens or ((t + 1) % DONE_CHECK_EVERY == 0 and bool((state == Grammar.DONE).all())):
             steps = t + 1
             break
@@ -330,7 +331,7 @@ def _check_batch_memory(cfg, settings: SampleSettings, context: int, max_tokens:
 
 
 def generate(run: LoadedRun, prompts: list[tuple[str, Any]], target: str | None, settings: SampleSettings,
-             on_step: Callable[[int, int], None] | None = None) -> list[dict]:
+             on_progress: Progress | None = None) -> list[dict]:
     """Sample from a run. Returns one dict per sample: {"tokens", "segments": [{"modality", "start",
     "end", "item", ...}], "settings"}; `write_samples` turns them into files."""
     settings.check()
@@ -357,7 +358,8 @@ def generate(run: LoadedRun, prompts: list[tuple[str, Any]], target: str | None,
     seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
     generator = torch.Generator(device=run.device).manual_seed(seed)
     grammar = Grammar(vocab, modalities, target, image_codes, run.device)
-    rows = sample_tokens(model, grammar, context, settings, max_tokens, uncond if guided else None, generator, on_step)
+    rows = sample_tokens(model, grammar, context, settings, max_tokens, uncond if guided else None, generator,
+                         on_progress)
     record = {**asdict(settings), "max_tokens": max_tokens, "seed": seed, "run": str(run.path), "target": target,
               "prompt": [m for m, _ in prompts], "context": context, "device": str(run.device)}
     samples = []

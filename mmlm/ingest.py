@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 from . import readers
 from .errors import MmlmError
 from .modalities import KINDS
+from .progress import Progress
 from .vocab import Vocab
 
-Progress = Callable[[str, int, int, int], None]
 _MAX_SKIP_EXAMPLES = 20
 
 

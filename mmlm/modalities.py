@@ -44,8 +44,7 @@ def _train_image(cls, items, opts, user_opts, external, on_progress):
     if opts["tokenizer"] == "vqvae":
         cls = tokenizer_class("image", {"tokenizer": "vqvae"})
         return cls.train(items, size=opts["image_size"], downsample=opts["downsample"], codebook=opts["codebook"],
-                         steps=opts["train_steps"], seed=opts["seed"],
-                         on_progress=lambda done, total: on_progress("train image", done, total, 0))
+                         steps=opts["train_steps"], seed=opts["seed"], on_progress=on_progress)
     return cls.train(items, size=opts["image_size"], patch=opts["patch"], codebook=opts["codebook"], seed=opts["seed"])
 
 

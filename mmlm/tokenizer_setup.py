@@ -8,15 +8,13 @@ from __future__ import annotations
 import inspect
 import math
 from pathlib import Path
-from typing import Callable
 
 from .errors import MmlmError
 from .ingest import Docs, read_training_texts
 from .modalities import SPACES, tokenizer_class
+from .progress import Progress
 from .tokenizers.loading import load_tokenizer
 from .vocab import SPACE_OF, Vocab
-
-Progress = Callable[[str, int, int, int], None]
 
 # CLI option -> (token space, key in the tokenizer's settings), to catch a request to retrain
 _SETTING_KEYS = {

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from .. import atomic
 from ..errors import MmlmError
+from ..progress import Progress
 from ..stability import SpikeRule, find_spikes
 from . import plots
 from .competition import competition
@@ -45,9 +45,9 @@ def analyze_path(
     spike_rule: SpikeRule | None = None,
     laws: str | Path | None = None,
     make_plots: bool = True,
-    on_progress: Callable[[str, int, int], None] | None = None,
+    on_progress: Progress | None = None,
 ) -> dict:
-    """Analyse a run folder or a sweep folder (see `runs.find_run_dirs`).
+    """Analyse a run folder or a sweep folder (see `run_records.find_run_dirs`).
 
     Plateaus are measured on mixed runs (two or more datasets); uni-modal runs of a sweep still
     count spikes and serve as the reference of the competition ratio. With `out`, writes

@@ -8,11 +8,11 @@ per-document perplexities: distinct when mean_ppl(B) > sigma * mean_ppl(A).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..errors import MmlmError
+from ..progress import Progress
 from .run_records import find_setting
 
 DEFAULT_SIGMA = 3.0
@@ -83,7 +83,7 @@ def _open(run_dir: Path, data_root: str | Path, device: str):
 
 
 def _heldout_ppl(model, config: dict, root: Path, vocab, dataset: str, max_docs: int,
-                 on_progress: Callable[[str, int, int], None] | None) -> np.ndarray:
+                 on_progress: Progress | None) -> np.ndarray:
     import torch
 
     from ..data import heldout_split
@@ -106,7 +106,7 @@ def _heldout_ppl(model, config: dict, root: Path, vocab, dataset: str, max_docs:
 
 
 def doc_perplexities(run_dir: str | Path, data_root: str | Path, dataset: str, max_docs: int = 200,
-                     device: str = "cpu", on_progress: Callable[[str, int, int], None] | None = None) -> np.ndarray:
+                     device: str = "cpu", on_progress: Progress | None = None) -> np.ndarray:
     """Per-document perplexity of the run's model on up to `max_docs` held-out documents of `dataset`."""
     model, config, root, vocab = _open(run_dir, data_root, device)
     return _heldout_ppl(model, config, root, vocab, dataset, max_docs, on_progress)
@@ -114,7 +114,7 @@ def doc_perplexities(run_dir: str | Path, data_root: str | Path, dataset: str, m
 
 def modality_test(run: str | Path, data_root: str | Path, a: str, b: str, sigma: float = DEFAULT_SIGMA,
                   max_docs: int = 200, device: str = "cpu",
-                  on_progress: Callable[[str, int, int], None] | None = None) -> dict:
+                  on_progress: Progress | None = None) -> dict:
     """Is B a distinct modality from A, judged by a model trained on A (and not on B)?"""
     run = Path(run)
     if a == b:
