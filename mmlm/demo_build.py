@@ -38,5 +38,6 @@ def build_demo(data_root: str | Path, on_progress: Progress | None = None, image
         def progress(stage, done, total, tokens=0, _kind=kind):
             on_progress(f"{_kind}: {stage}", done, total, tokens)
 
-        results[kind] = dataset_build.tokenize_dataset(kind, raw[kind], root, name=kind, on_progress=progress, **kind_opts)
+        results[kind] = dataset_build.tokenize_dataset(kind, raw[kind], root, name=kind, on_progress=progress,
+                                                       **kind_opts)
     return {"datasets": results, "seconds": round(time.perf_counter() - t0, 2)}

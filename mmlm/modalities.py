@@ -67,13 +67,15 @@ def _sample_limit(space: str) -> int:
 def _kmeans_limit(opts: dict, opt: str, space: str, what: str) -> None:
     limit = _sample_limit(space)
     if opts[opt] > limit:
-        raise MmlmError(f"--{opt} {opts[opt]}: more than the {limit:,} {what} k-means learns from; use at most {limit:,}")
+        raise MmlmError(f"--{opt} {opts[opt]}: more than the {limit:,} {what} k-means learns from; "
+                        f"use at most {limit:,}")
 
 
 def _codes_fit(k: int, have: int, opt: str, what: str) -> None:
     """A codebook needs at least as many training vectors as codes (k-means on fewer has nothing to learn)."""
     if k > have:
-        raise MmlmError(f"{opt} {k}: the training data holds only {have:,} {what}; use at most {have:,} codes, or more data")
+        raise MmlmError(f"{opt} {k}: the training data holds only {have:,} {what}; "
+                        f"use at most {have:,} codes, or more data")
 
 
 def _image_options(given: dict, external: bool) -> None:
@@ -119,7 +121,8 @@ def _speech_data(items: list, opts: dict) -> None:
 
 
 def _image_saved(saved: dict) -> dict:
-    return saved if saved.get("mode") == "external" else {"tokenizer": "kmeans", **saved}  # k-means files predate the key
+    # k-means files predate the "tokenizer" key
+    return saved if saved.get("mode") == "external" else {"tokenizer": "kmeans", **saved}
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class Space:
     # train(cls, items, opts, user_opts, external, on_progress) -> tokenizer (opts: defaults filled in)
     train: Callable
     media: bool = False  # raw files are media: external codes can be imported
+    size_setting: str | None = None  # the setting that sizes the id space (external codes must fit it)
     unk: int | None = None  # the local id of an <unk> token, counted in a dataset's meta.json
     settings: dict[str, Setting] = field(default_factory=dict)  # `mmlm tokenize` option -> Setting
     # checks before any input is read: check_options(settings as given, external), for every dataset;
@@ -158,13 +162,15 @@ SPACES = {s.name: s for s in (
     Space("image", {"kmeans": "mmlm.tokenizers.image:ImageTokenizer",
                     "vqvae": "mmlm.tokenizers.vqvae:VQVAETokenizer"}, _train_image, media=True,
           # downsample, train_steps: None = the VQ-VAE's own defaults (mmlm.tokenizers.vqvae)
-          settings={"image_size": Setting(32, "size"), "patch": Setting(4, "patch"), "codebook": Setting(256, "codebook"),
-                    "tokenizer": Setting("kmeans", "tokenizer", size=False), "downsample": Setting(None, "downsample"),
-                    "train_steps": Setting(None, "steps")},
-          check_options=_image_options, check_bounds=_image_bounds, check_data=_image_data, saved=_image_saved),
+          settings={"image_size": Setting(32, "size"), "patch": Setting(4, "patch"),
+                    "codebook": Setting(256, "codebook"), "tokenizer": Setting("kmeans", "tokenizer", size=False),
+                    "downsample": Setting(None, "downsample"), "train_steps": Setting(None, "steps")},
+          check_options=_image_options, check_bounds=_image_bounds, check_data=_image_data, saved=_image_saved,
+          size_setting="codebook"),
     Space("speech", {"kmeans": "mmlm.tokenizers.speech:SpeechTokenizer"}, _train_speech, media=True,
           settings={"units": Setting(100, "units")},
-          check_bounds=lambda opts: _kmeans_limit(opts, "units", "speech", "speech frames"), check_data=_speech_data),
+          check_bounds=lambda opts: _kmeans_limit(opts, "units", "speech", "speech frames"), check_data=_speech_data,
+          size_setting="units"),
     Space("molecule", {"smiles": "mmlm.tokenizers.molecule:SmilesTokenizer"}, _train_molecule, unk=0),
 )}
 # every `mmlm tokenize` tokenizer setting: option -> (its token space, Setting)
@@ -241,7 +247,8 @@ def encode_item(modality: str, item) -> bytes:
 
 
 # ---- dataset kinds: reading raw files into documents ----------------------------------------------
-# A reader gets (path, ctx, out): ctx has strict, codebook, units, allow_outside; out collects
+# A reader gets (path, ctx, out): ctx has strict, allow_outside and, for external codes, ids (space -> the
+# number of ids they must fit, or None: any); out collects
 # documents (`out.docs`, each a list of (modality, item) segments) and skipped inputs (`out.skip(why)`).
 
 def _read_text(path: Path, ctx, out) -> None:
@@ -267,7 +274,7 @@ def _read_image(path: Path, ctx, out) -> None:
 def _read_image_codes(path: Path, ctx, out) -> None:
     from .tokenizers.image import load_codes
 
-    out.docs.extend([[("image", g)] for g in load_codes(path, ctx.codebook)])
+    out.docs.extend([[("image", g)] for g in load_codes(path, ctx.ids.get("image"))])
 
 
 def _read_speech(path: Path, ctx, out) -> None:
@@ -277,7 +284,7 @@ def _read_speech(path: Path, ctx, out) -> None:
 def _read_speech_units(path: Path, ctx, out) -> None:
     from .tokenizers.speech import load_units
 
-    out.docs.extend([[("speech", u)] for u in load_units(path, ctx.units)])
+    out.docs.extend([[("speech", u)] for u in load_units(path, ctx.ids.get("speech"))])
 
 
 def _read_smiles(path: Path, ctx, out) -> None:

@@ -78,7 +78,8 @@ class DataConstrainedLaw(forms.FittedParams):
 
     PARAMS = PARAMS
 
-    def __init__(self, bootstrap: int = 0, seed: int = 0, tie_exponents: bool = False, on_progress: Progress | None = None):
+    def __init__(self, bootstrap: int = 0, seed: int = 0, tie_exponents: bool = False,
+                 on_progress: Progress | None = None):
         self.bootstrap = bootstrap
         self.seed = seed
         self.tie_exponents = bool(tie_exponents)

@@ -73,7 +73,8 @@ def _enough(where: str, n: int, lines: list[int], params: int = 5) -> None:
 
 def fit_table(
     table: Table, method: str = "fast", bootstrap: int = 0, exclude_top_loss: int = 0, holdout: str = "none",
-    seed: int = 0, jobs: int = 1, on_progress: Progress | None = None, objective: str = "huber-log", tie_exponents: bool = False,
+    seed: int = 0, jobs: int = 1, on_progress: Progress | None = None, objective: str = "huber-log",
+    tie_exponents: bool = False,
     law: str = "chinchilla", isoflop: bool = False, isoflop_curve: str = "parabola", level: float = 0.9,
 ) -> Fitted:
     """Fit the uni-modal law of every dataset trained alone, then the bi-modal law of every pair.

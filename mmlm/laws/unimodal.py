@@ -21,8 +21,8 @@ class UnimodalLaw(forms.FittedParams):
 
     PARAMS = PARAMS
 
-    def __init__(self, method: str = "fast", bootstrap: int = 0, seed: int = 0, jobs: int = 1, on_progress: Progress | None = None,
-                 objective: str = "huber-log", tie_exponents: bool = False):
+    def __init__(self, method: str = "fast", bootstrap: int = 0, seed: int = 0, jobs: int = 1,
+                 on_progress: Progress | None = None, objective: str = "huber-log", tie_exponents: bool = False):
         if method not in forms.METHODS:
             raise MmlmError(f"unknown method {method!r}; choose one of {', '.join(forms.METHODS)}")
         forms.objective_kind(objective)
