@@ -2,7 +2,7 @@
 
 Each measurement runs in a fresh process (peak RSS is a high-water mark) that tokenizes one .txt
 file of synthetic prose (seeded random words and punctuation, one document) with
-`tokenize_dataset`: BPE training and encoding in bounded pieces (`mmlm.tokenize.text_pieces`).
+`tokenize_dataset`: BPE training and encoding in bounded pieces (`mmlm.tokenizers.text.text_pieces`).
 The baseline process does what the pipeline did before: BPE training on the whole document and one
 `encode_batch` over it. Two file sizes are run; the value is the slope, (peak(big) - peak(small)) /
 (big - small) in bytes of peak memory per input byte, so the interpreter's fixed cost cancels.
@@ -26,7 +26,7 @@ import json, resource, sys
 from pathlib import Path
 mode, path, out = sys.argv[1], sys.argv[2], sys.argv[3]
 if mode == "ours":
-    from mmlm.tokenize import tokenize_dataset
+    from mmlm.dataset_build import tokenize_dataset
     tokenize_dataset("text", [path], out, vocab_size=4096)
 else:
     from mmlm.tokenizers.text import BPETokenizer

@@ -119,8 +119,8 @@ def _measure(size: str, seq_len: int, batch_tokens: int, pairs: int, threads: in
                       tokens=1e9, seq_len=seq_len, batch_tokens=batch_tokens, threads=threads, device="cpu")
     trainer = Trainer(prepare(cfg))
     ours = trainer.train_step
-    rows = trainer.plan.batch_rows
-    base, n_base = baseline_step_fn(trainer.model_cfg, flat, rows, seq_len, trainer.plan.lr, cfg.weight_decay)
+    rows = trainer.resolved.batch_rows
+    base, n_base = baseline_step_fn(trainer.model_cfg, flat, rows, seq_len, trainer.resolved.lr, cfg.weight_decay)
     n_ours = sum(p.numel() for p in trainer.model.parameters())
     assert n_ours == n_base, (n_ours, n_base)
     t_ours, t_base = [], []

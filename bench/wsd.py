@@ -81,7 +81,7 @@ def _grid(data, sizes, tokens, extra="", train=""):
 def _train_all(grid, out: Path) -> dict:
     """Every run of the grid through the sweep's worker, trunks first; {run id: (spec, summary)}."""
     from mmlm.sweep.branch import wave
-    from mmlm.sweep.runs import read_summary, run_dir, write_spec
+    from mmlm.sweep.run_folders import read_summary, run_dir, write_spec
     from mmlm.sweep.worker import train_run
 
     results = {}

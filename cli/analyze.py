@@ -33,7 +33,7 @@ app = typer.Typer(cls=PathFirstGroup, help=__doc__, no_args_is_help=True)
 
 @contextmanager
 def _progress():
-    """A progress callback (stage, done, total) drawing a bar on a terminal; silent otherwise, so that
+    """A progress callback (mmlm.progress) drawing a bar on a terminal; silent otherwise, so that
     logs and errors stay clean."""
     if not err_console.is_terminal:
         yield None
@@ -41,7 +41,7 @@ def _progress():
     with progress_bar() as bar:
         tasks = {}
 
-        def report(stage: str, done: int, total: int) -> None:
+        def report(stage: str, done: int, total: int, tokens: int = 0) -> None:
             if stage not in tasks:
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)

@@ -41,7 +41,7 @@ def fit(
     from mmlm.laws.report import write_outputs
     from mmlm.laws import holdout as holdouts
     from mmlm.laws.forms import OBJECTIVES
-    from mmlm.laws.results import LAWS, fit_table
+    from mmlm.laws.fitted import LAWS, fit_table
     from mmlm.laws.table import read_table
 
     # (SciPy, Numba and matplotlib are imported only once the fitting and plotting start, so bad
@@ -79,10 +79,10 @@ def fit(
         with progress_bar() as bar:
             tasks: dict[str, int] = {}
 
-            def on_progress(label: str, advance: int, total: int) -> None:
+            def on_progress(label: str, done: int, total: int, tokens: int = 0) -> None:
                 if label not in tasks:
                     tasks[label] = bar.add_task(f"fit {label}", total=total)
-                bar.advance(tasks[label], advance)
+                bar.update(tasks[label], completed=done)
 
             fitted = fit_table(table, on_progress=on_progress, **options)
     else:

@@ -39,8 +39,8 @@ def generate(
     check_output_dir(out, earlier_output)  # before any work: a bad --out fails at once
     prompts = read_prompts(text=prompt, image=prompt_image, audio=prompt_audio, smiles=prompt_smiles)
     loaded = load_run(run, device)
-    with _Progress() as on_step:
-        samples = sample(loaded, prompts, modality, settings, on_step=on_step)
+    with _Progress() as on_progress:
+        samples = sample(loaded, prompts, modality, settings, on_progress=on_progress)
     write_samples(samples, out)
     records = [json.loads(line) for line in (out / "samples.jsonl").read_text(encoding="utf-8").split("\n") if line]
     if json_out:
@@ -57,11 +57,11 @@ class _Progress:
         self.done = 0
         return self
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: int, total: int, tokens: int = 0) -> None:
         if self.bar is None:
             self._ctx = progress_bar()
             self.bar = self._ctx.__enter__()
-            self.task = self.bar.add_task("generate", total=total)
+            self.task = self.bar.add_task(stage, total=total)
         self.done = done
         self.bar.update(self.task, completed=done)
 

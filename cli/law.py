@@ -70,7 +70,7 @@ def predict(
 ) -> None:
     """Predicted loss at N parameters and D tokens."""
     from mmlm.laws.bimodal import BimodalLaw
-    from mmlm.laws.results import any_law, load_laws
+    from mmlm.laws.fitted import any_law, load_laws
 
     _positive("--n", n)
     _positive("--d", d)
@@ -92,7 +92,7 @@ def optimal(
 ) -> None:
     """Compute-optimal model size N, tokens D and loss for a FLOP budget."""
     from mmlm.laws.planning import optimal as optimal_point
-    from mmlm.laws.results import any_law, load_laws
+    from mmlm.laws.fitted import any_law, load_laws
 
     name, law = any_law(load_laws(laws_path), dataset)
     res = optimal_point(law, flops)
@@ -117,7 +117,7 @@ def barrier(
     from rich.table import Table
 
     from mmlm.laws.planning import barrier as barrier_of
-    from mmlm.laws.results import bimodal_law, load_laws
+    from mmlm.laws.fitted import bimodal_law, load_laws
 
     laws = load_laws(laws_path)
     key, law = bimodal_law(laws, pair)
@@ -167,7 +167,7 @@ def plan(
     from rich.table import Table
 
     from mmlm.laws.planning import plan as plan_of
-    from mmlm.laws.results import bimodal_law, load_laws
+    from mmlm.laws.fitted import bimodal_law, load_laws
 
     laws = load_laws(laws_path)
     key, law = bimodal_law(laws, datasets)
@@ -235,7 +235,7 @@ def design(
 
     from mmlm.laws.design import design as design_of
     from mmlm.laws.design import setup
-    from mmlm.laws.results import load_laws
+    from mmlm.laws.fitted import load_laws
 
     from .common import progress_bar
 
@@ -248,7 +248,11 @@ def design(
         return
     with progress_bar() as bar:
         task = bar.add_task("simulated studies", total=seeds)
-        res = design_of(laws, pair, on_progress=lambda k: bar.advance(task, k), **kwargs)
+
+        def on_progress(stage: str, done: int, total: int, tokens: int = 0) -> None:
+            bar.update(task, completed=done)
+
+        res = design_of(laws, pair, on_progress=on_progress, **kwargs)
     console.print(f"[bold]{escape(res['pair'])}[/]: {len(res['sizes'])} sizes x {len(res['tokens'])} budgets "
                   f"({res['runs']['unimodal_each']} uni-modal runs per dataset, {res['runs']['mixed']} mixed) "
                   f"at {100 * res['noise']:.3g}% noise, {res['seeds']} simulated studies", markup=True)

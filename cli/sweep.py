@@ -80,7 +80,7 @@ def _build_demo_data(data: Path, ensure) -> None:
     with progress_bar() as bar:
         task = bar.add_task("demo data", total=None)
 
-        def on_progress(stage, done, total, tokens):
+        def on_progress(stage, done, total, tokens=0):
             bar.update(task, description=f"demo data: {stage}", completed=done, total=total or None)
 
         ensure(data, on_progress=on_progress)

@@ -102,7 +102,7 @@ class _Bars:
         self.progress = progress
         self.tasks: dict[str, int] = {}
 
-    def __call__(self, stage: str, done: int, total: int, tokens: int) -> None:
+    def __call__(self, stage: str, done: int, total: int, tokens: int = 0) -> None:
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(stage, total=total or None, tokens=0)
         self.progress.update(self.tasks[stage], completed=done, total=total or None, tokens=tokens)
@@ -145,7 +145,7 @@ def _print_summary(summary: dict) -> None:
 
 
 def _tokenize(kind: str, inputs: List[Path], data: Path, name: Optional[str], strict: bool, as_json: bool, **opts):
-    from mmlm.tokenize import tokenize_dataset
+    from mmlm.dataset_build import tokenize_dataset
 
     from .common import print_json
 
@@ -265,7 +265,7 @@ def info(data: Path = _data(), json: bool = _json()) -> None:
     """Vocabulary ranges, special tokens and datasets of a data root."""
     from rich.table import Table
 
-    from mmlm.tokenize import data_info
+    from mmlm.dataset_build import data_info
 
     from .common import console, print_json
 
@@ -293,7 +293,7 @@ def decode(data: Path = _data(), dataset: str = typer.Option(..., "--dataset", h
            doc: int = typer.Option(..., "--doc", help="document index (0-based)"),
            out: Path = typer.Option(..., "--out", help="file to write (a folder for a paired document)")) -> None:
     """Write one document back as a file: text (UTF-8), PNG, WAV, or a folder with both parts of a pair."""
-    from mmlm.tokenize import decode_document
+    from mmlm.media import decode_document
 
     from .common import console
 

@@ -3,26 +3,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
 
 from . import demo_data
-from . import tokenize as pipeline  # looked up per call: tests replace pipeline.tokenize_dataset
+from . import dataset_build  # looked up per call: tests replace dataset_build.tokenize_dataset
 from .modalities import KINDS
+from .progress import Progress, silent
 from .shards import Dataset, list_datasets
-
-Progress = Callable[[str, int, int, int], None]
-
-
-def _noop(stage: str, done: int, total: int, tokens: int) -> None:
-    pass
-
 
 def build_demo(data_root: str | Path, on_progress: Progress | None = None, image_tokenizer: str = "kmeans") -> dict:
     """Build the demo corpus: raw files under DATA/raw/, then each of the seven datasets through
-    `mmlm.tokenize.tokenize_dataset`. Parts already built (raw folders, complete datasets) are kept, so a
+    `mmlm.dataset_build.tokenize_dataset`. Parts already built (raw folders, complete datasets) are kept, so a
     killed build finishes when run again. Returns {"datasets": {name: summary}, "seconds"}.
     `image_tokenizer` "vqvae" trains the learnt image tokenizer (minutes on CPU) instead of k-means."""
-    on_progress = on_progress or _noop
+    on_progress = on_progress or silent
     root = Path(data_root)
     t0 = time.perf_counter()
     demo_data.check_requirements()
@@ -42,8 +35,9 @@ def build_demo(data_root: str | Path, on_progress: Progress | None = None, image
         # a pair takes the settings of its media (its first segment), whose tokenizer it reuses
         kind_opts = dict(opts.get(kind) or opts.get(KINDS[kind].segments[0], {}))
 
-        def progress(stage, done, total, tokens, _kind=kind):
+        def progress(stage, done, total, tokens=0, _kind=kind):
             on_progress(f"{_kind}: {stage}", done, total, tokens)
 
-        results[kind] = pipeline.tokenize_dataset(kind, raw[kind], root, name=kind, on_progress=progress, **kind_opts)
+        results[kind] = dataset_build.tokenize_dataset(kind, raw[kind], root, name=kind, on_progress=progress,
+                                                       **kind_opts)
     return {"datasets": results, "seconds": round(time.perf_counter() - t0, 2)}

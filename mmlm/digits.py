@@ -91,7 +91,7 @@ def judge_rows(judge, rows: list[list[np.ndarray]]) -> dict:
 
 def largest_run(sweep: str | Path, dataset: str = "image-text") -> Path:
     """The finished run of a sweep folder trained on `dataset` alone with the most parameters x tokens."""
-    from .analysis.runs import read_json as read_obj
+    from .analysis.run_records import read_json_or_empty as read_obj
 
     base = Path(sweep) / "runs" if (Path(sweep) / "runs").is_dir() else Path(sweep)
     best, key = None, None

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from .device import resolve_device
 from .documents import segment_spans
 from .media import EXTENSIONS, earlier_output, write_samples  # noqa: F401  (its output files; imported from here)
 from .modalities import MODALITIES
+from .progress import Progress
 from .tokenizers.loading import load_tokenizer
 from .vocab import SEGMENT_MODALITIES, SPACE_OF, Vocab
 
@@ -50,7 +51,7 @@ DONE_CHECK_EVERY = 8  # steps between checks that every row has finished (each c
 
 # ---- the run -----------------------------------------------------------------------------------
 
-class Run:
+class LoadedRun:
     """A trained run folder opened for sampling: model (eval mode), vocabulary, tokenizers on demand."""
 
     def __init__(self, path: Path, model, config: dict, vocab: Vocab, device: torch.device):
@@ -77,7 +78,7 @@ class Run:
         return self._tokenizers[space]
 
 
-def load_run(path: str | Path, device: str = "auto") -> Run:
+def load_run(path: str | Path, device: str = "auto") -> LoadedRun:
     """Open a run folder made by `mmlm train`; one-line MmlmError when anything is missing or unsafe."""
     from .checkpoint import load_model
     from .model import resolve_attention
@@ -95,7 +96,7 @@ def load_run(path: str | Path, device: str = "auto") -> Run:
     model, config = load_model(path, dev, attention=resolve_attention("auto", dev))
     if model.cfg.vocab_size != vocab.size:
         raise MmlmError(f"{path / 'vocab.json'}: {vocab.size} ids, but the model was built for {model.cfg.vocab_size}")
-    return Run(path, model, config, vocab, dev)
+    return LoadedRun(path, model, config, vocab, dev)
 
 
 # ---- prompts -----------------------------------------------------------------------------------
@@ -110,7 +111,7 @@ def read_prompts(text: str | None = None, image: str | Path | None = None, audio
     return [(m.name, m.read_prompt(given[m.name])) for m in order if given.get(m.name) is not None]
 
 
-def encode_prompt(run: Run, modality: str, item: Any) -> list[int]:
+def encode_prompt(run: LoadedRun, modality: str, item: Any) -> list[int]:
     """One prompt segment as ids of the shared vocabulary, inside its sentinels."""
     option = PROMPT_OPTION.get(modality, modality)
     run.require(modality, option)
@@ -127,7 +128,7 @@ def encode_prompt(run: Run, modality: str, item: Any) -> list[int]:
     return [vocab.begin(modality), *(local + vocab.offset(modality)).tolist(), vocab.end(modality)]
 
 
-def build_context(run: Run, prompts: list[tuple[str, Any]], target: str | None) -> tuple[list[int], list[int]]:
+def build_context(run: LoadedRun, prompts: list[tuple[str, Any]], target: str | None) -> tuple[list[int], list[int]]:
     """(context with the prompt segments in their order, the same without them) as id lists."""
     if target is not None:
         run.require(target, "--modality")
@@ -272,7 +273,7 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
 @torch.inference_mode()
 def sample_tokens(model, grammar: Grammar, context: list[int], settings: SampleSettings, max_tokens: int,
                   uncond: list[int] | None = None, generator: torch.Generator | None = None,
-                  on_step: Callable[[int, int], None] | None = None) -> list[list[int]]:
+                  on_progress: Progress | None = None) -> list[list[int]]:
     """Draw `settings.num_samples` continuations of `context` (at most `max_tokens` ids each, the
     grammar's constraints applied); with `uncond`, classifier-free guidance at settings.cfg_scale."""
     B = settings.num_samples
@@ -291,8 +292,8 @@ def sample_tokens(model, grammar: Grammar, context: list[int], settings: SampleS
         tok = pick(logits, settings.temperature, settings.top_k, settings.top_p, generator)
         out[:, t] = tok
         state, count = grammar.advance(state, count, tok)
-        if on_step is not None:
-            on_step(t + 1, max_tokens)
+        if on_progress is not None:
+            on_progress("generate", t + 1, max_tokens)
         if t + 1 == max_tokens or ((t + 1) % DONE_CHECK_EVERY == 0 and bool((state == Grammar.DONE).all())):
             steps = t + 1
             break
@@ -310,7 +311,7 @@ def split_segments(vocab: Vocab, tokens: list[int], target: str | None) -> list[
     return [{"modality": m, "start": start, "end": end} for m, start, end in segment_spans(vocab, tokens, target)]
 
 
-def decode_segment(run: Run, modality: str, ids: list[int]) -> tuple[Any, dict]:
+def decode_segment(run: LoadedRun, modality: str, ids: list[int]) -> tuple[Any, dict]:
     """(decoded item, what to report about it)."""
     local = np.asarray(ids, dtype=np.int64) - run.vocab.offset(modality)
     item = run.tokenizer(modality).decode(local)
@@ -329,8 +330,8 @@ def _check_batch_memory(cfg, settings: SampleSettings, context: int, max_tokens:
                  f"the decoding state ({B} samples x {positions} positions)")
 
 
-def generate(run: Run, prompts: list[tuple[str, Any]], target: str | None, settings: SampleSettings,
-             on_step: Callable[[int, int], None] | None = None) -> list[dict]:
+def generate(run: LoadedRun, prompts: list[tuple[str, Any]], target: str | None, settings: SampleSettings,
+             on_progress: Progress | None = None) -> list[dict]:
     """Sample from a run. Returns one dict per sample: {"tokens", "segments": [{"modality", "start",
     "end", "item", ...}], "settings"}; `write_samples` turns them into files."""
     settings.check()
@@ -357,7 +358,8 @@ def generate(run: Run, prompts: list[tuple[str, Any]], target: str | None, setti
     seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
     generator = torch.Generator(device=run.device).manual_seed(seed)
     grammar = Grammar(vocab, modalities, target, image_codes, run.device)
-    rows = sample_tokens(model, grammar, context, settings, max_tokens, uncond if guided else None, generator, on_step)
+    rows = sample_tokens(model, grammar, context, settings, max_tokens, uncond if guided else None, generator,
+                         on_progress)
     record = {**asdict(settings), "max_tokens": max_tokens, "seed": seed, "run": str(run.path), "target": target,
               "prompt": [m for m, _ in prompts], "context": context, "device": str(run.device)}
     samples = []

@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 from . import readers
 from .errors import MmlmError
-from .modalities import KINDS
+from .modalities import KINDS, SPACES, spaces_of
+from .progress import Progress
 from .vocab import Vocab
 
-Progress = Callable[[str, int, int, int], None]
 _MAX_SKIP_EXAMPLES = 20
 
 
@@ -51,12 +51,13 @@ def read_inputs(kind: str, inputs: list[Path], strict: bool, external: bool, opt
     """Every document of `inputs` (files or folders of `kind`'s raw files, or of external codes)."""
     record = KINDS[kind]
     out = Docs()
-    codebook, units = opts.get("codebook"), opts.get("units")
+    ids = {}
     if external:  # ids must fit the range asked for, or the one this data root already has
         space_size = {s: last - first + 1 for s, (first, last) in vocab.ranges.items()}
-        codebook, units = codebook or space_size.get("image"), units or space_size.get("speech")
+        ids = {s: opts.get(SPACES[s].size_setting) or space_size.get(s)
+               for s in spaces_of(kind) if SPACES[s].size_setting}
     extensions, read = record.external if external else (record.extensions, record.read)
-    ctx = SimpleNamespace(strict=strict, codebook=codebook, units=units, allow_outside=allow_outside)
+    ctx = SimpleNamespace(strict=strict, ids=ids, allow_outside=allow_outside)
     files = readers.find_files(inputs, extensions, record.what)
     total = len(files)
     on_progress("read", 0, total, 0)

@@ -1,6 +1,7 @@
 """The modality registry: what each token space, segment modality and dataset kind needs, in one place.
 
-    SPACES       token space -> its tokenizer class(es), how it is trained
+    SPACES       token space -> its tokenizer class(es), how it is trained, its `mmlm tokenize` settings
+                 (defaults, checks)
     MODALITIES   segment modality -> its token space, file extension, writer, generate prompt option
     KINDS        dataset kind (what `mmlm tokenize` reads) -> its segments, raw-file extensions, reader
 
@@ -11,7 +12,9 @@ This module is the bottom of the tokenize stack: it imports no other part of the
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -44,8 +47,7 @@ def _train_image(cls, items, opts, user_opts, external, on_progress):
     if opts["tokenizer"] == "vqvae":
         cls = tokenizer_class("image", {"tokenizer": "vqvae"})
         return cls.train(items, size=opts["image_size"], downsample=opts["downsample"], codebook=opts["codebook"],
-                         steps=opts["train_steps"], seed=opts["seed"],
-                         on_progress=lambda done, total: on_progress("train image", done, total, 0))
+                         steps=opts["train_steps"], seed=opts["seed"], on_progress=on_progress)
     return cls.train(items, size=opts["image_size"], patch=opts["patch"], codebook=opts["codebook"], seed=opts["seed"])
 
 
@@ -53,6 +55,84 @@ def _train_speech(cls, items, opts, user_opts, external, on_progress):
     if external:
         return cls.from_units(items, units=user_opts.get("units"))
     return cls.train(items, units=opts["units"], seed=opts["seed"])
+
+
+# ---- checks of a token space's settings (messages name the `mmlm tokenize` options) ------------------
+
+def _sample_limit(space: str) -> int:
+    """How many vectors (patches, frames) k-means of `space` learns from at most (its `sample` default)."""
+    return int(inspect.signature(tokenizer_class(space).train).parameters["sample"].default)
+
+
+def _kmeans_limit(opts: dict, opt: str, space: str, what: str) -> None:
+    limit = _sample_limit(space)
+    if opts[opt] > limit:
+        raise MmlmError(f"--{opt} {opts[opt]}: more than the {limit:,} {what} k-means learns from; "
+                        f"use at most {limit:,}")
+
+
+def _codes_fit(k: int, have: int, opt: str, what: str) -> None:
+    """A codebook needs at least as many training vectors as codes (k-means on fewer has nothing to learn)."""
+    if k > have:
+        raise MmlmError(f"{opt} {k}: the training data holds only {have:,} {what}; "
+                        f"use at most {have:,} codes, or more data")
+
+
+def _image_options(given: dict, external: bool) -> None:
+    """--tokenizer and the options that belong to one image tokenizer only."""
+    kind = given.get("tokenizer")
+    choices = tuple(SPACES["image"].tokenizers)
+    if kind is not None and kind not in choices:
+        raise MmlmError(f"--tokenizer {kind!r}: unknown image tokenizer (one of {', '.join(choices)})")
+    if external and kind is not None:
+        raise MmlmError("--tokenizer chooses how raw images are tokenized; --external imports codes as they are")
+    if kind == "vqvae" and given.get("patch") is not None:
+        raise MmlmError("--patch is the k-means patch side; the VQ-VAE's code grid comes from --downsample")
+    for opt in ("downsample", "train_steps"):
+        if given.get(opt) is not None and kind != "vqvae":
+            raise MmlmError(f"--{opt.replace('_', '-')} is a VQ-VAE option: add --tokenizer vqvae")
+
+
+def _image_bounds(opts: dict) -> None:
+    from .bounds import check_memory
+
+    size, patch = opts["image_size"], opts["patch"]
+    if patch > size:
+        raise MmlmError(f"--patch {patch}: larger than --image-size {size}")
+    per_image = (size // patch) ** 2
+    keep = math.ceil(4 * _sample_limit("image") / per_image)  # training images ImageTokenizer.train reads at most
+    check_memory(size * size * 3 * 4 * (keep + 2), f"--image-size {size}",
+                 f"{keep} training image(s) of {size}x{size} pixels in float32")
+    _kmeans_limit(opts, "codebook", "image", "image patches")
+
+
+def _image_data(items: list, opts: dict) -> None:
+    if opts.get("tokenizer", "kmeans") == "kmeans":  # the VQ-VAE checks its codebook against its latent vectors
+        per_image = (opts["image_size"] // opts["patch"]) ** 2
+        _codes_fit(opts["codebook"], len(items) * per_image, "--codebook",
+                   f"patches ({len(items)} image(s) x {per_image})")
+
+
+def _speech_data(items: list, opts: dict) -> None:
+    from .tokenizers.speech import HOP, SR
+
+    seconds = sum(len(w[0]) / w[1] for w in items)
+    _codes_fit(opts["units"], int(seconds * SR / HOP), "--units", f"20 ms frames ({seconds:.1f} s of audio)")
+
+
+def _image_saved(saved: dict) -> dict:
+    # k-means files predate the "tokenizer" key
+    return saved if saved.get("mode") == "external" else {"tokenizer": "kmeans", **saved}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A tokenizer setting of `mmlm tokenize` (its option --<name>): the default, and its key in the trained
+    tokenizer's settings in vocab.json, compared to catch a request that would retrain it."""
+
+    default: Any
+    key: str
+    size: bool = True  # a positive integer where given
 
 
 @dataclass(frozen=True)
@@ -64,17 +144,37 @@ class Space:
     tokenizers: dict[str, str]
     # train(cls, items, opts, user_opts, external, on_progress) -> tokenizer (opts: defaults filled in)
     train: Callable
-    media: bool = False  # raw files are media: k-means settings are bounded, external codes can be imported
+    media: bool = False  # raw files are media: external codes can be imported
+    size_setting: str | None = None  # the setting that sizes the id space (external codes must fit it)
     unk: int | None = None  # the local id of an <unk> token, counted in a dataset's meta.json
+    settings: dict[str, Setting] = field(default_factory=dict)  # `mmlm tokenize` option -> Setting
+    # checks before any input is read: check_options(settings as given, external), for every dataset;
+    # check_bounds(settings with defaults), for datasets of this space from raw files (work or memory unbounded)
+    check_options: Callable[[dict, bool], None] | None = None
+    check_bounds: Callable[[dict], None] | None = None
+    check_data: Callable[[list, dict], None] | None = None  # (training items, settings), before training
+    saved: Callable[[dict], dict] = lambda saved: saved  # a vocab.json tokenizer entry as the settings checks read it
 
 
 SPACES = {s.name: s for s in (
-    Space("text", {"bpe": "mmlm.tokenizers.text:BPETokenizer"}, _train_text),
+    Space("text", {"bpe": "mmlm.tokenizers.text:BPETokenizer"}, _train_text,
+          settings={"vocab_size": Setting(4096, "vocab_size")}),
     Space("image", {"kmeans": "mmlm.tokenizers.image:ImageTokenizer",
-                    "vqvae": "mmlm.tokenizers.vqvae:VQVAETokenizer"}, _train_image, media=True),
-    Space("speech", {"kmeans": "mmlm.tokenizers.speech:SpeechTokenizer"}, _train_speech, media=True),
+                    "vqvae": "mmlm.tokenizers.vqvae:VQVAETokenizer"}, _train_image, media=True,
+          # downsample, train_steps: None = the VQ-VAE's own defaults (mmlm.tokenizers.vqvae)
+          settings={"image_size": Setting(32, "size"), "patch": Setting(4, "patch"),
+                    "codebook": Setting(256, "codebook"), "tokenizer": Setting("kmeans", "tokenizer", size=False),
+                    "downsample": Setting(None, "downsample"), "train_steps": Setting(None, "steps")},
+          check_options=_image_options, check_bounds=_image_bounds, check_data=_image_data, saved=_image_saved,
+          size_setting="codebook"),
+    Space("speech", {"kmeans": "mmlm.tokenizers.speech:SpeechTokenizer"}, _train_speech, media=True,
+          settings={"units": Setting(100, "units")},
+          check_bounds=lambda opts: _kmeans_limit(opts, "units", "speech", "speech frames"), check_data=_speech_data,
+          size_setting="units"),
     Space("molecule", {"smiles": "mmlm.tokenizers.molecule:SmilesTokenizer"}, _train_molecule, unk=0),
 )}
+# every `mmlm tokenize` tokenizer setting: option -> (its token space, Setting)
+SETTINGS = {opt: (space.name, s) for space in SPACES.values() for opt, s in space.settings.items()}
 
 
 def tokenizer_class(space: str, entry: dict | None = None):
@@ -147,7 +247,8 @@ def encode_item(modality: str, item) -> bytes:
 
 
 # ---- dataset kinds: reading raw files into documents ----------------------------------------------
-# A reader gets (path, ctx, out): ctx has strict, codebook, units, allow_outside; out collects
+# A reader gets (path, ctx, out): ctx has strict, allow_outside and, for external codes, ids (space -> the
+# number of ids they must fit, or None: any); out collects
 # documents (`out.docs`, each a list of (modality, item) segments) and skipped inputs (`out.skip(why)`).
 
 def _read_text(path: Path, ctx, out) -> None:
@@ -173,7 +274,7 @@ def _read_image(path: Path, ctx, out) -> None:
 def _read_image_codes(path: Path, ctx, out) -> None:
     from .tokenizers.image import load_codes
 
-    out.docs.extend([[("image", g)] for g in load_codes(path, ctx.codebook)])
+    out.docs.extend([[("image", g)] for g in load_codes(path, ctx.ids.get("image"))])
 
 
 def _read_speech(path: Path, ctx, out) -> None:
@@ -183,7 +284,7 @@ def _read_speech(path: Path, ctx, out) -> None:
 def _read_speech_units(path: Path, ctx, out) -> None:
     from .tokenizers.speech import load_units
 
-    out.docs.extend([[("speech", u)] for u in load_units(path, ctx.units)])
+    out.docs.extend([[("speech", u)] for u in load_units(path, ctx.ids.get("speech"))])
 
 
 def _read_smiles(path: Path, ctx, out) -> None:

@@ -274,14 +274,14 @@ def estimate(cfg, steps: int, batch_tokens: int, micro_rows: int, devices: int =
 
 
 def dry_run(cfg) -> dict:
-    """What `mmlm train` would do with TrainConfig `cfg`: the plan and its Estimate, allocating nothing
+    """What `mmlm train` would do with TrainConfig `cfg`: the resolved settings and their Estimate, allocating nothing
     (no model, no data read beyond vocab.json). On a machine without the requested CUDA device the
     micro-batch is --micro-batch (else one row) and the wall time needs --peak-flops."""
     import torch
 
     from .model import DEFAULT_VOCAB_SIZE
     from .device import resolve_device
-    from .train.plan import model_config_of, resolve
+    from .train.resolved import model_config_of, resolve
 
     vocab = DEFAULT_VOCAB_SIZE
     if cfg.data:
@@ -293,15 +293,15 @@ def dry_run(cfg) -> dict:
     want_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
     here = want_cuda and torch.cuda.is_available()
     device = resolve_device(cfg.device) if (here or not want_cuda) else torch.device("cpu")
-    plan = resolve(cfg, model.seq_len, vocab, world, device)
-    micro = plan.micro_rows if (here or not want_cuda) else min(cfg.micro_batch or 1, plan.batch_rows // world)
+    res = resolve(cfg, model.seq_len, vocab, world, device)
+    micro = res.micro_rows if (here or not want_cuda) else min(cfg.micro_batch or 1, res.batch_rows // world)
     if cfg.peak_flops is not None or here or not want_cuda:
         peak = resolve_peak(device, cfg.peak_flops)
     else:
         peak = None
-    est = estimate(model, plan.steps, plan.batch_tokens, micro, devices=world, fsdp=plan.fsdp or bool(cfg.fsdp),
+    est = estimate(model, res.steps, res.batch_tokens, micro, devices=world, fsdp=res.fsdp or bool(cfg.fsdp),
                    fp32=not want_cuda, peak=peak, checkpointing=cfg.activation_checkpointing,
                    assumed_mfu=assumed_mfu("cuda" if want_cuda else "cpu"))
     return {"size": cfg.size, "device": "cuda" if want_cuda else "cpu", "vocab_size": vocab,
-            "seq_len": model.seq_len, "batch_tokens": plan.batch_tokens, "lr": plan.lr, "warmup": plan.warmup,
+            "seq_len": model.seq_len, "batch_tokens": res.batch_tokens, "lr": res.lr, "warmup": res.warmup,
             "schedule": cfg.schedule, **est.to_json()}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mmlm.laws import synthetic
-from mmlm.laws.results import bimodal_law, load_laws, unimodal_law
+from mmlm.laws.fitted import bimodal_law, load_laws, unimodal_law
 
 UNI_KEYS = {"E", "A", "B", "alpha", "beta", "objective", "n_points", "ci", "holdout_error", "warnings",
             "holdout", "fit_objective", "tie_exponents", "identifiable", "why", "sigma"}

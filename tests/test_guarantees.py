@@ -214,9 +214,9 @@ DEEP = "[" * 100_000 + "]" * 100_000
 
 @pytest.mark.parametrize("what", ["vocab", "meta", "config", "text", "metrics", "laws"])
 def test_09_deep_or_non_utf8_json_is_one_line(what, tmp_path, root):
-    from mmlm.analysis.runs import read_metrics
+    from mmlm.analysis.run_records import read_metrics
     from mmlm.checkpoint import load_model
-    from mmlm.laws.results import load_laws as read_laws
+    from mmlm.laws.fitted import load_laws as read_laws
     from mmlm.shards import Dataset
     from mmlm.tokenizers.text import BPETokenizer
     from mmlm.vocab import Vocab
@@ -324,21 +324,21 @@ def test_12_num_samples_memory_is_estimated(monkeypatch):
 def test_13_text_pieces_bound_memory_and_keep_the_ids(monkeypatch, tmp_path):
     import random
 
-    from mmlm import tokenize as T
-    from mmlm.tokenizers.text import BPETokenizer
+    from mmlm.encode import encode_texts
+    from mmlm.tokenizers.text import TEXT_PIECE, BPETokenizer, text_pieces
 
     rnd = random.Random(0)
     words = ["".join(rnd.choice("abcdefgh") for _ in range(rnd.randint(1, 7))) for _ in range(300)]
     text = "".join(rnd.choice(words) + rnd.choice([" ", " ", "  ", "\n", ", ", "\n\n"]) for _ in range(20000))
-    assert "".join(T.text_pieces(text, 4096)) == text
+    assert "".join(text_pieces(text, 4096)) == text
     whole = BPETokenizer.train([text], vocab_size=300)
-    pieces = BPETokenizer.train(T.text_pieces(text, 4096), vocab_size=300)
+    pieces = BPETokenizer.train(text_pieces(text, 4096), vocab_size=300)
     assert whole._tok.to_str() == pieces._tok.to_str()  # the same merges
     seen = []
     orig = BPETokenizer.encode_batch
     monkeypatch.setattr(BPETokenizer, "encode_batch", lambda self, texts: seen.append(max(map(len, texts))) or orig(self, texts))
-    np.testing.assert_array_equal(next(T._encode_texts(whole, [text])), whole.encode(text))
-    assert max(seen) <= T._TEXT_PIECE < len(text)  # never the whole document at once
+    np.testing.assert_array_equal(next(encode_texts(whole, [text])), whole.encode(text))
+    assert max(seen) <= TEXT_PIECE < len(text)  # never the whole document at once
 
 
 # ---- 14. infinite and NaN settings -----------------------------------------------------------------------

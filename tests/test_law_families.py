@@ -240,7 +240,7 @@ def test_holdout_rule_applies_to_pair_laws_too(tmp_path):
     """A sweep drawn from known laws (no noise): every law, uni-modal and pair, gets its holdout, and
     a law that is exactly right predicts the held-out runs to ~0."""
     from mmlm.laws import synthetic
-    from mmlm.laws.results import fit_table
+    from mmlm.laws.fitted import fit_table
     from mmlm.laws.table import read_table
 
     path = tmp_path / "results.csv"

@@ -10,7 +10,7 @@ from mmlm.errors import MmlmError
 from mmlm.laws import BimodalLaw, UnimodalLaw, barrier, optimal, plan
 from mmlm.laws import fitting, forms, synthetic
 from mmlm.laws.planning import optimal_numeric
-from mmlm.laws.results import fit_table
+from mmlm.laws.fitted import fit_table
 from mmlm.laws.table import read_table
 
 TRUE = {"E": 1.7, "A": 400.0, "B": 1500.0, "alpha": 0.34, "beta": 0.28}

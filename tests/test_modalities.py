@@ -41,3 +41,75 @@ def test_one_splitter_for_datasets_and_samples():
     assert generate.split_segments(v, doc.tolist(), None) == [{"modality": m, "start": a, "end": b} for m, a, b in spans]
     cut = doc.tolist()[1:4]  # a sample that starts inside <image> and is cut short
     assert segment_spans(v, cut, "image") == [("image", 0, 3)]
+
+
+DNA_TOKENIZER = '''
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+class DnaTokenizer:
+    def __init__(self, letters):
+        self.letters = letters
+
+    @classmethod
+    def train(cls, items, seed=0):
+        return cls(sorted(set("".join(items))))
+
+    @property
+    def n_tokens(self):
+        return len(self.letters)
+
+    @property
+    def settings(self):
+        return {"kind": "dna", "n_tokens": self.n_tokens}
+
+    def encode(self, item):
+        return np.array([self.letters.index(c) for c in item], np.int64)
+
+    def decode(self, ids):
+        return "".join(self.letters[int(i)] for i in ids)
+
+    def save(self, path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(self.letters))
+
+    @classmethod
+    def load(cls, path):
+        return cls(json.loads(Path(path).read_text()))
+'''
+
+
+def test_an_eighth_modality_is_one_record_of_each_and_a_tokenizer_module(tmp_path, monkeypatch):
+    """A new kind tokenizes, reads back and decodes with nothing but its records and its tokenizer module
+    (the tables derived from the registry at import are patched here as they would be derived)."""
+    from mmlm import documents, media, modalities, vocab
+    from mmlm.dataset_build import data_info, tokenize_dataset
+
+    (tmp_path / "mmlm_test_dna.py").write_text(DNA_TOKENIZER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def read_fasta(path, ctx, out):
+        for line in path.read_text().split():
+            out.docs.append([("dna", line)])
+
+    space = modalities.Space("dna", {"acgt": "mmlm_test_dna:DnaTokenizer"},
+                             lambda cls, items, opts, user_opts, external, on_progress: cls.train(items))
+    monkeypatch.setitem(modalities.SPACES, "dna", space)
+    monkeypatch.setitem(modalities.MODALITIES, "dna", modalities.Modality("dna", "dna", ".txt"))
+    monkeypatch.setitem(modalities.KINDS, "dna", modalities.Kind("dna", ("dna",), (".fa",), "FASTA", read_fasta))
+    for module in (vocab, documents):
+        monkeypatch.setattr(module, "SEGMENT_MODALITIES", (*vocab.SEGMENT_MODALITIES, "dna"))
+    monkeypatch.setitem(vocab.SPACE_OF, "dna", "dna")
+    monkeypatch.setitem(vocab.DATASET_KINDS, "dna", ("dna",))
+    monkeypatch.setitem(media.EXTENSIONS, "dna", ".txt")
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.fa").write_text("ACGTTGCA\nGGGA\n")
+    summary = tokenize_dataset("dna", [tmp_path / "in"], tmp_path / "data")
+    assert summary["documents"] == 2 and summary["tokens"] == (8 + 3) + (4 + 3)  # <dna> ... </dna> <eos>
+    assert data_info(tmp_path / "data")["datasets"]["dna"]["documents"] == 2
+    media.decode_document(tmp_path / "data", "dna", 1, tmp_path / "out.txt")
+    assert (tmp_path / "out.txt").read_text() == "GGGA"

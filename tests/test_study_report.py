@@ -7,7 +7,7 @@ import pytest
 from mmlm.data import heldout_unigram_entropy
 from mmlm.sweep import RunSpec
 from mmlm.sweep.demo_report import study_summary, write_study_report
-from mmlm.sweep.runs import run_dir, write_spec
+from mmlm.sweep.run_folders import run_dir, write_spec
 from test_sweep_grid import make_data
 
 

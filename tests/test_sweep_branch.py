@@ -80,7 +80,7 @@ def test_worker_points_runs_at_one_tensorboard_folder_and_branches_at_their_trun
     import mmlm.train
     from mmlm.errors import MmlmError
     from mmlm.schedule import branch_point
-    from mmlm.sweep.runs import run_dir, write_spec
+    from mmlm.sweep.run_folders import run_dir, write_spec
     from mmlm.sweep.worker import _train
 
     monkeypatch.setattr("mmlm.board.check_available", lambda: None)  # the folders are checked, not the package

@@ -6,7 +6,7 @@ import pytest
 
 from mmlm.sweep import RunSpec, collect_results, plan_sweep, write_results
 from mmlm.sweep.grid import Grid
-from mmlm.sweep.runs import clear_error, is_busy, last_metrics, run_dir, run_lock, RunBusy, state_of, write_error, write_spec
+from mmlm.sweep.run_folders import clear_error, is_busy, last_metrics, run_dir, run_lock, RunBusy, state_of, write_error, write_spec
 
 
 def spec(rid, size="pico", mixture="text", mix=None, tokens=4096):
@@ -87,7 +87,7 @@ def test_run_lock_is_exclusive_between_processes(tmp_path):
     assert not is_busy(folder)
     with run_lock(folder):
         assert is_busy(folder)  # a separate open file description: flock conflicts even in one process
-        code = ("import sys; from pathlib import Path; from mmlm.sweep.runs import run_lock, RunBusy\n"
+        code = ("import sys; from pathlib import Path; from mmlm.sweep.run_folders import run_lock, RunBusy\n"
                 "try:\n    with run_lock(Path(sys.argv[1]), wait_s=0.3): print('got')\n"
                 "except RunBusy: print('busy')")
         r = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)

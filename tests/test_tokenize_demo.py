@@ -35,7 +35,8 @@ def test_sentences_for_speech_are_short_and_plain():
 def test_demo_builds_all_seven_and_a_rerun_keeps_them(tmp_path):
     from mmlm.shards import Dataset
     from mmlm.demo_build import build_demo
-    from mmlm.tokenize import data_info, decode_document
+    from mmlm.dataset_build import data_info
+    from mmlm.media import decode_document
 
     result = build_demo(tmp_path / "demo")
     info = data_info(tmp_path / "demo")

@@ -7,7 +7,9 @@ import pytest
 
 from mmlm.errors import MmlmError
 from mmlm.shards import Dataset, list_datasets
-from mmlm.tokenize import assemble_document, data_info, decode_document, split_document, tokenize_dataset
+from mmlm.dataset_build import data_info, tokenize_dataset
+from mmlm.documents import assemble_document, split_document
+from mmlm.media import decode_document
 from mmlm.vocab import DATASET_KINDS, Vocab
 
 SMALL = {"vocab_size": 300, "image_size": 16, "patch": 4, "codebook": 8, "units": 8}
@@ -196,7 +198,7 @@ def test_unseen_smiles_tokens_become_unk_and_are_counted(built, tmp_path):
 
 
 def test_speech_and_images_reload_to_identical_ids(built):
-    from mmlm.tokenize import load_tokenizer
+    from mmlm.tokenizers.loading import load_tokenizer
     from mmlm import readers
 
     corpus, data, _ = built

@@ -282,12 +282,12 @@ def test_cli_bad_vqvae_options(tmp_path, mmlm):
 
 def test_demo_option_trains_the_vqvae_for_both_image_datasets(tmp_path, monkeypatch):
     """build_demo(image_tokenizer="vqvae") asks tokenize_dataset for the VQ-VAE (the build itself is slow)."""
-    from mmlm import demo_build, demo_data, tokenize
+    from mmlm import dataset_build, demo_build, demo_data
 
     calls = {}
     monkeypatch.setattr(demo_data, "check_requirements", lambda: None)
     monkeypatch.setattr(demo_data, "build_raw", lambda raw, on_progress=None: {k: [raw / k] for k in demo_data.PARTS})
-    monkeypatch.setattr(tokenize, "tokenize_dataset", lambda kind, inputs, root, name, on_progress, **opts:
+    monkeypatch.setattr(dataset_build, "tokenize_dataset", lambda kind, inputs, root, name, on_progress, **opts:
                         calls.setdefault(kind, opts))
     demo_build.build_demo(tmp_path / "demo", image_tokenizer="vqvae")
     for kind in ("image", "image-text"):

@@ -10,9 +10,9 @@ from .analyze import analyze_path, spike_steps
 from .competition import competition
 from .modality import doc_perplexities, modality_test, modality_verdict
 from .plateaus import PlateauRule, Plateaus, find_plateaus
-from .runs import Metrics, Run, find_run_dirs, load_run, read_metrics
+from .run_records import Metrics, RunRecord, find_run_dirs, read_run, read_metrics
 
 __all__ = [
     "analyze_path", "spike_steps", "competition", "doc_perplexities", "modality_test", "modality_verdict",
-    "PlateauRule", "Plateaus", "find_plateaus", "Metrics", "Run", "find_run_dirs", "load_run", "read_metrics",
+    "PlateauRule", "Plateaus", "find_plateaus", "Metrics", "RunRecord", "find_run_dirs", "read_run", "read_metrics",
 ]

@@ -5,21 +5,21 @@ from __future__ import annotations
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from .. import atomic
 from ..errors import MmlmError
+from ..progress import Progress
 from ..stability import SpikeRule, find_spikes
 from . import plots
 from .competition import competition
 from .plateaus import PlateauRule, find_plateaus
-from .runs import Run, find_run_dirs, load_run
+from .run_records import RunRecord, find_run_dirs, read_run
 from .trends import batch_size, by_size, read_laws
 
 
-def spike_steps(run: Run, rule: SpikeRule) -> list[int]:
+def spike_steps(run: RunRecord, rule: SpikeRule) -> list[int]:
     """Steps whose logged gradient norm is a spike under the training counter's rule."""
     steps, g = run.metrics.series("grad_norm")
     return [int(steps[i]) for i in find_spikes(g, rule)]
@@ -45,9 +45,9 @@ def analyze_path(
     spike_rule: SpikeRule | None = None,
     laws: str | Path | None = None,
     make_plots: bool = True,
-    on_progress: Callable[[str, int, int], None] | None = None,
+    on_progress: Progress | None = None,
 ) -> dict:
-    """Analyse a run folder or a sweep folder (see `runs.find_run_dirs`).
+    """Analyse a run folder or a sweep folder (see `run_records.find_run_dirs`).
 
     Plateaus are measured on mixed runs (two or more datasets); uni-modal runs of a sweep still
     count spikes and serve as the reference of the competition ratio. With `out`, writes
@@ -65,10 +65,10 @@ def analyze_path(
 
     dirs = find_run_dirs(path)
     single = len(dirs) == 1 and dirs[0] == Path(path)
-    runs: list[Run] = []
+    runs: list[RunRecord] = []
     notes: list[str] = []
     for k, d in enumerate(dirs):
-        run = load_run(d, d.resolve().name)
+        run = read_run(d, d.resolve().name)
         if run.metrics.steps.size < 2:
             notes.append(f"{run.id}: fewer than two logged steps, left out")
         else:
@@ -130,7 +130,7 @@ def analyze_path(
     return result
 
 
-def _write_plots(out: Path, runs: list[Run], found: dict, result: dict, on_progress=None) -> list[str]:
+def _write_plots(out: Path, runs: list[RunRecord], found: dict, result: dict, on_progress=None) -> list[str]:
     names = []
     for k, r in enumerate(runs):
         if on_progress:

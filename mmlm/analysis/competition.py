@@ -32,17 +32,17 @@ import math
 
 import numpy as np
 
-from .runs import Run
+from .run_records import RunRecord
 
 TOKEN_TOLERANCE = 0.02  # relative margin beyond the uni-modal budgets' range
 
 
-def finished(run: Run) -> bool:
+def finished(run: RunRecord) -> bool:
     status = run.summary.get("status")
     return status == "done" if status is not None else bool(run.final_eval)
 
 
-def final_tokens(run: Run, dataset: str) -> float | None:
+def final_tokens(run: RunRecord, dataset: str) -> float | None:
     """Tokens of `dataset` the run drew by its end: summary.json, else metrics.jsonl, else tokens x share."""
     by = run.summary.get("tokens_by_dataset")
     if isinstance(by, dict) and isinstance(by.get(dataset), (int, float)) and by[dataset] > 0:
@@ -60,13 +60,13 @@ def final_tokens(run: Run, dataset: str) -> float | None:
     return float(total) * share if total and share else None
 
 
-def _same_size(a: Run, b: Run) -> bool:
+def _same_size(a: RunRecord, b: RunRecord) -> bool:
     if a.size is not None and b.size is not None:
         return a.size == b.size
     return a.n_params is not None and a.n_params == b.n_params
 
 
-def unimodal_points(mixed: Run, dataset: str, runs: list[Run]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def unimodal_points(mixed: RunRecord, dataset: str, runs: list[RunRecord]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(final tokens, final loss, run ids per budget) of the finished uni-modal runs of `dataset` at the mixed run's
     size, sorted by tokens, one point per budget (seeds averaged)."""
     cands = [r for r in runs if r.datasets == [dataset] and _same_size(r, mixed) and finished(r)
@@ -102,7 +102,7 @@ def interpolate_final(tokens: float, at: np.ndarray, loss: np.ndarray) -> float 
     return float(math.exp(y[k] + (y[k + 1] - y[k]) * (q - x[k]) / (x[k + 1] - x[k])))
 
 
-def competition(mixed: Run, runs: list[Run]) -> tuple[dict | None, str | None]:
+def competition(mixed: RunRecord, runs: list[RunRecord]) -> tuple[dict | None, str | None]:
     """The ratio of one finished mixed run of two datasets: (result, None), or (None, why not)."""
     i, j = mixed.pair
     if not finished(mixed):

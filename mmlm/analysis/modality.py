@@ -8,12 +8,12 @@ per-document perplexities: distinct when mean_ppl(B) > sigma * mean_ppl(A).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..errors import MmlmError
-from .runs import find_setting, read_json
+from ..progress import Progress
+from .run_records import find_setting
 
 DEFAULT_SIGMA = 3.0
 
@@ -42,23 +42,17 @@ def modality_verdict(ppl_a, ppl_b, sigma: float = DEFAULT_SIGMA) -> dict:
 
 
 def _load_model(run_dir: Path, vocab_size: int, device: str):
+    """(model, config) through the one model loader (mmlm.checkpoint: config.json checked, safetensors header
+    checked before anything loads), as generate loads it; the model must be built for the data's vocabulary."""
     import torch
 
-    from ..checkpoint import build_model
-    from ..model import GPTConfig, model_config
+    from ..checkpoint import load_model
 
-    config = read_json(run_dir / "config.json")
-    if not config:
-        raise MmlmError(f"{run_dir}: no config.json (not a run folder of `mmlm train`)")
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        raise MmlmError(f"{weights}: no such file (the run has no checkpoint)")
-    model_cfg = config.get("model")
-    if isinstance(model_cfg, dict) and "n_layer" in model_cfg:
-        cfg = GPTConfig.from_json(model_cfg)
-    else:
-        cfg = model_config(str(find_setting(config, "size")), vocab_size, find_setting(config, "seq_len"))
-    return build_model(weights, cfg, str(run_dir / "config.json"), torch.device(device)), config
+    model, config = load_model(run_dir, torch.device(device))
+    if model.cfg.vocab_size != vocab_size:
+        raise MmlmError(f"{run_dir}: the model was built for {model.cfg.vocab_size} ids, "
+                        f"but the data root's vocabulary has {vocab_size}")
+    return model, config
 
 
 def _doc_ppl(model, doc: np.ndarray, eos: int, device) -> float:
@@ -89,7 +83,7 @@ def _open(run_dir: Path, data_root: str | Path, device: str):
 
 
 def _heldout_ppl(model, config: dict, root: Path, vocab, dataset: str, max_docs: int,
-                 on_progress: Callable[[str, int, int], None] | None) -> np.ndarray:
+                 on_progress: Progress | None) -> np.ndarray:
     import torch
 
     from ..data import heldout_split
@@ -112,7 +106,7 @@ def _heldout_ppl(model, config: dict, root: Path, vocab, dataset: str, max_docs:
 
 
 def doc_perplexities(run_dir: str | Path, data_root: str | Path, dataset: str, max_docs: int = 200,
-                     device: str = "cpu", on_progress: Callable[[str, int, int], None] | None = None) -> np.ndarray:
+                     device: str = "cpu", on_progress: Progress | None = None) -> np.ndarray:
     """Per-document perplexity of the run's model on up to `max_docs` held-out documents of `dataset`."""
     model, config, root, vocab = _open(run_dir, data_root, device)
     return _heldout_ppl(model, config, root, vocab, dataset, max_docs, on_progress)
@@ -120,7 +114,7 @@ def doc_perplexities(run_dir: str | Path, data_root: str | Path, dataset: str, m
 
 def modality_test(run: str | Path, data_root: str | Path, a: str, b: str, sigma: float = DEFAULT_SIGMA,
                   max_docs: int = 200, device: str = "cpu",
-                  on_progress: Callable[[str, int, int], None] | None = None) -> dict:
+                  on_progress: Progress | None = None) -> dict:
     """Is B a distinct modality from A, judged by a model trained on A (and not on B)?"""
     run = Path(run)
     if a == b:

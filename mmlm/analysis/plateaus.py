@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import MmlmError
-from .runs import Metrics
+from .run_records import Metrics
 
 AUTO_WINDOW_SHARE = 0.05  # auto window: 5% of the run's steps ...
 AUTO_WINDOW_MIN_POINTS = 3  # ... and at least 3 logged points

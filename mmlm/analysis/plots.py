@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import atomic
 from .plateaus import Plateaus
-from .runs import Metrics
+from .run_records import Metrics
 
 
 def _subplots(*args, **kwargs):

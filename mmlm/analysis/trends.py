@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import MmlmError
 from ..jsonio import read_json
-from .runs import Run
+from .run_records import RunRecord
 
 
 def read_laws(path: str | Path) -> dict:
@@ -62,7 +62,7 @@ def spearman(x, y) -> float | None:
     return float(np.corrcoef(_ranks(x), _ranks(y))[0, 1])
 
 
-def by_size(runs: list[Run], plateau_share: dict[str, float], spikes: dict[str, int], laws: dict | None) -> dict:
+def by_size(runs: list[RunRecord], plateau_share: dict[str, float], spikes: dict[str, int], laws: dict | None) -> dict:
     """Per mixed run: size, plateau share, spikes and the pair's exponents; per size: means; trends."""
     rows = []
     for r in runs:
@@ -108,13 +108,13 @@ def by_size(runs: list[Run], plateau_share: dict[str, float], spikes: dict[str, 
     }
 
 
-def _mean_final_eval(r: Run) -> float | None:
+def _mean_final_eval(r: RunRecord) -> float | None:
     ev = r.final_eval
     vals = [ev.get(d) for d in r.datasets]
     return float(np.mean(vals)) if vals and all(v is not None and math.isfinite(v) for v in vals) else None
 
 
-def _budget(r: Run) -> float | None:
+def _budget(r: RunRecord) -> float | None:
     """The run's token budget to 2 significant figures (runs stop at whole steps, a little past it)."""
     t = r.setting("tokens")
     if isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0:
@@ -122,7 +122,7 @@ def _budget(r: Run) -> float | None:
     return float(f"{t:.2g}")
 
 
-def batch_size(runs: list[Run], laws: dict | None) -> dict:
+def batch_size(runs: list[RunRecord], laws: dict | None) -> dict:
     """Best batch size per (pair, size) over runs that differ only in batch size.
 
     Runs are grouped by pair, mixture weights, model size and token budget; a group that holds at

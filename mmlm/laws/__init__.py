@@ -6,15 +6,15 @@
     laws = fit_results("results.csv", out="fit/")  # every law of a results table -> laws.json, plots, report.md
 
 Modules: forms (formulas, objective), fitting (reference and fast methods, bootstrap), unimodal,
-bimodal, table (reading results CSVs), results (fitting a table, laws.json), planning (optimal size,
+bimodal, table (reading results CSVs), fitted (fitting a table, laws.json), planning (optimal size,
 barrier, mixed vs separate), report (plots, report.md, fit_results), synthetic (tables from known laws).
 Names are imported lazily, so reading a table does not pull in SciPy and Numba.
 """
 import importlib
 
 _WHERE = {
-    "UnimodalLaw": "unimodal", "BimodalLaw": "bimodal", "fit_results": "report", "fit_table": "results",
-    "load_laws": "results", "read_table": "table", "optimal": "planning", "barrier": "planning", "plan": "planning",
+    "UnimodalLaw": "unimodal", "BimodalLaw": "bimodal", "fit_results": "report", "fit_table": "fitted",
+    "load_laws": "fitted", "read_table": "table", "optimal": "planning", "barrier": "planning", "plan": "planning",
 }
 __all__ = list(_WHERE)
 

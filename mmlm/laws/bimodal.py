@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmlm.errors import MmlmError
+from mmlm.progress import Progress
 
 from . import forms
 from .forms import make_problem, predict
@@ -29,7 +30,7 @@ class BimodalLaw(forms.FittedParams):
     PARAMS = PARAMS
 
     def __init__(self, law_i: UnimodalLaw, law_j: UnimodalLaw, method: str = "fast", bootstrap: int = 0,
-                 seed: int = 0, jobs: int = 1, on_progress=None):
+                 seed: int = 0, jobs: int = 1, on_progress: Progress | None = None):
         if method not in forms.METHODS:
             raise MmlmError(f"unknown method {method!r}; choose one of {', '.join(forms.METHODS)}")
         self.law_i, self.law_j = law_i, law_j

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmlm.errors import MmlmError
+from mmlm.progress import Progress
 
 from . import forms
 from .forms import HUBER_DELTA, huber
@@ -77,7 +78,8 @@ class DataConstrainedLaw(forms.FittedParams):
 
     PARAMS = PARAMS
 
-    def __init__(self, bootstrap: int = 0, seed: int = 0, tie_exponents: bool = False, on_progress=None):
+    def __init__(self, bootstrap: int = 0, seed: int = 0, tie_exponents: bool = False,
+                 on_progress: Progress | None = None):
         self.bootstrap = bootstrap
         self.seed = seed
         self.tie_exponents = bool(tie_exponents)
@@ -157,11 +159,11 @@ class DataConstrainedLaw(forms.FittedParams):
 
             counts = resample_counts(len(loss), self.bootstrap, self.seed)
             nat = []
-            for w in counts:
+            for b, w in enumerate(counts, 1):
                 t, _ = self._polish(best_t, N, D, U, loss, w)
                 nat.append(_natural(t, self.tie_exponents))
                 if self.on_progress:
-                    self.on_progress(1)
+                    self.on_progress("bootstrap", b, self.bootstrap)
             nat = np.array(nat)
             self.ci_ = {k: [float(np.percentile(nat[:, i], 2.5)), float(np.percentile(nat[:, i], 97.5))]
                         for i, k in enumerate(PARAMS)}

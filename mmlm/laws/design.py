@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from mmlm.errors import MmlmError
+from mmlm.progress import Progress
 
 from . import identify, pair
 from .bimodal import PARAMS, BimodalLaw
@@ -55,7 +56,7 @@ def run_study(args) -> dict:
 
 def run_studies(law: BimodalLaw, grid: pair.Points, noise: float, seeds: int, resamples: int = pair.DEFAULT_RESAMPLES,
                 level: float = pair.DEFAULT_LEVEL, use_matched: bool = True, jobs: int = 1, first_seed: int = 0,
-                on_progress=None) -> list[dict]:
+                on_progress: Progress | None = None) -> list[dict]:
     tasks = [(law, grid, noise, first_seed + s, resamples, level, use_matched) for s in range(seeds)]
     jobs = max(1, min(jobs, seeds, os.cpu_count() or 1))
     out = []
@@ -63,13 +64,13 @@ def run_studies(law: BimodalLaw, grid: pair.Points, noise: float, seeds: int, re
         for t in tasks:
             out.append(run_study(t))
             if on_progress:
-                on_progress(1)
+                on_progress("studies", len(out), seeds)
         return out
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         for r in pool.map(run_study, tasks):
             out.append(r)
             if on_progress:
-                on_progress(1)
+                on_progress("studies", len(out), seeds)
     return out
 
 
@@ -110,7 +111,7 @@ def summarise(studies: list[dict], law: BimodalLaw, n_at: float) -> dict:
 
 def setup(laws: dict, pair_name: str, noise: float | None = None, sizes=None, tokens=None, seeds: int = 20) -> dict:
     """The checked inputs of `design` (every problem is one MmlmError line, before anything runs)."""
-    from .results import bimodal_law
+    from .fitted import bimodal_law
 
     key, law = bimodal_law(laws, pair_name)
     path = laws.get("_path", "laws.json")
@@ -140,7 +141,7 @@ def setup(laws: dict, pair_name: str, noise: float | None = None, sizes=None, to
 
 def design(laws: dict, pair_name: str, noise: float | None = None, sizes=None, tokens=None, seeds: int = 20,
            resamples: int = pair.DEFAULT_RESAMPLES, level: float = pair.DEFAULT_LEVEL, jobs: int = 1,
-           on_progress=None) -> dict:
+           on_progress: Progress | None = None) -> dict:
     """Expected precision of a paired grid for the pair law `pair_name` of a laws.json dict."""
     s = setup(laws, pair_name, noise, sizes, tokens, seeds)
     law, sizes, tokens = s["law"], s["sizes"], s["tokens"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mmlm.kernels import _lawfit
+from mmlm.progress import Progress
 
 from .forms import BOUNDS, HUBER_DELTA, LOG_COEF_BOUNDS, METHODS, PRED_FLOOR, Problem, huber, natural
 
@@ -234,7 +235,7 @@ def _warm_refit(q: Problem, starts) -> np.ndarray:
 
 def bootstrap(
     p: Problem, center: np.ndarray, k: int, method: str = "fast", grid=REFERENCE_GRID_UNIMODAL,
-    seed: int = 0, jobs: int = 1, on_progress=None, warm_starts=None,
+    seed: int = 0, jobs: int = 1, on_progress: Progress | None = None, warm_starts=None,
 ) -> np.ndarray:
     """theta refitted on k resamples of the points: (k, 5).
 
@@ -253,7 +254,7 @@ def bootstrap(
         for i, w in enumerate(counts):
             out[i] = _warm_refit(p.reweighted(w), starts)
             if on_progress and (i + 1 - reported >= step or i + 1 == k):
-                on_progress(i + 1 - reported)
+                on_progress("bootstrap", i + 1, k)
                 reported = i + 1
         return out
     jobs = max(1, min(jobs, k, os.cpu_count() or 1))
@@ -268,7 +269,7 @@ def bootstrap(
         for r in chunks:
             results.append(r)
             if on_progress:
-                on_progress(len(r))
+                on_progress("bootstrap", sum(map(len, results)), k)
     finally:
         if jobs > 1:
             pool.shutdown(cancel_futures=True)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmlm.progress import Progress
+
 from . import identify
 from .bimodal import PARAMS, BimodalLaw
 from .forms import make_problem
@@ -131,7 +133,7 @@ def sigma_of(law: UnimodalLaw, u: dict) -> float:
 
 def fit_pair(pts: Points, law_i: UnimodalLaw, law_j: UnimodalLaw, method: str = "fast", resamples: int = DEFAULT_RESAMPLES,
              level: float = DEFAULT_LEVEL, seed: int = 0, use_matched: bool = True, barrier_sizes=None,
-             noise: float | None = None, on_progress=None) -> BimodalLaw:
+             noise: float | None = None, on_progress: Progress | None = None) -> BimodalLaw:
     """The pair law with intervals of its parameters and its barrier, and its identifiability.
 
     noise: the uni-modal runs' measured noise (from repeated runs), if known; otherwise each law's
@@ -157,10 +159,8 @@ def fit_pair(pts: Points, law_i: UnimodalLaw, law_j: UnimodalLaw, method: str = 
         for b in range(resamples):
             sim = simulate(pts, law_i, law_j, law, sig_i, sig_j, sig_m, rng)
             thetas[b] = refit(sim, use_matched, centre)[2].theta_
-            if on_progress and (b + 1) % 10 == 0:
-                on_progress(10)
-        if on_progress and resamples % 10:
-            on_progress(resamples % 10)
+            if on_progress and ((b + 1) % 10 == 0 or b + 1 == resamples):
+                on_progress("bootstrap", b + 1, resamples)
     law.ci_ = fitting.percentile_ci(thetas, PARAMS, level) if thetas is not None else {}
     ci_barrier = identify.barrier_ci(thetas, PARAMS, level, sizes) if thetas is not None else {}
     ok, why = identify.check(law.theta_, law.problem_, PARAMS, "bimodal", sig_m, law.ci_, thetas, ci_barrier)

@@ -18,7 +18,7 @@ from mmlm import atomic
 from mmlm.errors import MmlmError
 
 from . import planning
-from .results import SAME_SIZE, Fitted, fit_table
+from .fitted import SAME_SIZE, Fitted, fit_table
 from .table import read_table
 
 

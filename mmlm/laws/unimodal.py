@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmlm.errors import MmlmError
+from mmlm.progress import Progress
 
 from . import forms
 from .forms import make_problem, predict
@@ -20,8 +21,8 @@ class UnimodalLaw(forms.FittedParams):
 
     PARAMS = PARAMS
 
-    def __init__(self, method: str = "fast", bootstrap: int = 0, seed: int = 0, jobs: int = 1, on_progress=None,
-                 objective: str = "huber-log", tie_exponents: bool = False):
+    def __init__(self, method: str = "fast", bootstrap: int = 0, seed: int = 0, jobs: int = 1,
+                 on_progress: Progress | None = None, objective: str = "huber-log", tie_exponents: bool = False):
         if method not in forms.METHODS:
             raise MmlmError(f"unknown method {method!r}; choose one of {', '.join(forms.METHODS)}")
         forms.objective_kind(objective)
@@ -31,7 +32,7 @@ class UnimodalLaw(forms.FittedParams):
         self.bootstrap = bootstrap
         self.seed = seed
         self.jobs = jobs
-        self.on_progress = on_progress  # called with the number of bootstrap fits just finished
+        self.on_progress = on_progress  # mmlm.progress: ("bootstrap", fits done, fits in all)
 
     def fit(self, N, D, loss) -> "UnimodalLaw":
         N, D, loss = forms.check_points(4 if self.tie_exponents else 5, N=N, D=D, loss=loss)

@@ -7,7 +7,7 @@
 from .demo import demo_grid, ensure_demo_data
 from .grid import Grid, GridError, RunSpec, grid_from_dict, load_grid, parse_grid, run_id
 from .launch import LAUNCHERS, plan_sweep, run_sweep
-from .results import collect_results, write_results
+from .results_csv import collect_results, write_results
 
 __all__ = [
     "LAUNCHERS", "Grid", "GridError", "RunSpec", "collect_results", "demo_grid", "ensure_demo_data",

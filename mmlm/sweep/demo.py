@@ -26,9 +26,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import MmlmError
+from ..modalities import KINDS
 from .grid import Grid
 
-DEMO_DATASETS = ("text", "code", "image", "speech", "molecule", "image-text", "speech-text")
+DEMO_DATASETS = tuple(KINDS)  # the demo corpus holds one dataset per kind, named after it (mmlm.demo_build)
 
 
 def _shape(n_layer: int, d_model: int, n_head: int) -> dict:

@@ -16,9 +16,9 @@ import math
 from pathlib import Path
 
 from .. import atomic
-from ..analysis.runs import read_json
+from ..analysis.run_records import read_json_or_empty
 from .demo import PRESETS
-from .runs import read_spec, read_summary, runs_root
+from .run_folders import read_spec, read_summary, runs_root
 
 TARGETS = {"min_steps": 100, "below_unigram": 0.10, "share_error": 0.02, "holdout_error": 0.03, "se_share": 0.001,
            "digits_n": 50, "digits_above_chance": 0.03}
@@ -54,7 +54,7 @@ def study_summary(out: str | Path, data: str | Path, preset: str = "demo") -> di
     out, study = Path(out), PRESETS[preset]
     runs = _runs(out)
     train = study.train
-    laws = read_json(out / "laws" / "laws.json")
+    laws = read_json_or_empty(out / "laws" / "laws.json")
     datasets = {}
     for d in study.unimodal:
         base = heldout_unigram_entropy(data, d, int(train["eval_tokens"]), int(train["seq_len"]))
@@ -85,7 +85,7 @@ def study_summary(out: str | Path, data: str | Path, preset: str = "demo") -> di
     for key, law in (laws.get("bimodal") or {}).items():
         pairs[key] = {"params": {k: law.get(k) for k in ("C", "A", "B", "alpha", "beta")}, "ci": law.get("ci") or {},
                       "identifiable": _identifiable(law), "why": law.get("why"), "warnings": law.get("warnings") or []}
-    digits = read_json(out / "samples" / "digits.json") or None
+    digits = read_json_or_empty(out / "samples" / "digits.json") or None
     summary = {
         "preset": preset, "runs": len(runs), "min_steps": min((s["steps"] for *_, s in runs), default=None),
         "max_share_error": max(share_errors, default=None), "datasets": datasets, "pairs": pairs, "digits": digits,

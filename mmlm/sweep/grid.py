@@ -175,7 +175,7 @@ def _expand(grid: Grid, vocab_size: int, bad) -> list[RunSpec]:
         # the step size train will use for this size (tokens set huge so only the options are checked)
         opts = {**train, "attention": "sdpa", "device": "cpu"}
         try:
-            plan = resolve(TrainConfig(**opts, size=size, tokens=1e18), model.seq_len, vocab_size, 1, torch.device("cpu"))
+            res = resolve(TrainConfig(**opts, size=size, tokens=1e18), model.seq_len, vocab_size, 1, torch.device("cpu"))
         except MmlmError as e:
             if str(e) not in reported:
                 reported.add(str(e))
@@ -184,10 +184,10 @@ def _expand(grid: Grid, vocab_size: int, bad) -> list[RunSpec]:
         budgets = [(t, None) for t in grid.tokens] if grid.tokens else [(int(c // (6 * n_params)), c) for c in grid.flops]
         for tokens, c in budgets:
             for mname, mix in grid.mixtures.items():
-                if tokens < plan.batch_tokens:
+                if tokens < res.batch_tokens:
                     what = f"{_short(c)} FLOPs ({tokens} tokens)" if c else f"{tokens} tokens"
                     bad(f"{size} x {mname} x {what}: budget is smaller than one optimizer step "
-                        f"(batch_tokens = {plan.batch_tokens})")
+                        f"(batch_tokens = {res.batch_tokens})")
                     continue
                 rid = run_id(size, mname, mix, tokens, train)
                 runs[rid] = RunSpec(rid, size, mname, mix, tokens, n_params, str(grid.data), c, dict(train))

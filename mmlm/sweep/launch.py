@@ -19,8 +19,9 @@ from .. import atomic
 from ..errors import MmlmError, last_error_line
 from ..subprocs import SAFE_PYTHON
 from .grid import Grid, slurm_params
-from .results import write_results
-from .runs import DONE, FAILED, INTERRUPTED, clear_error, is_busy, last_metrics, run_dir, state_of, write_error, write_spec
+from .results_csv import write_results
+from .run_folders import (DONE, FAILED, INTERRUPTED, clear_error, is_busy, last_metrics, run_dir, state_of, write_error,
+                          write_spec)
 from .worker import Orphaned, train_run
 
 LAUNCHERS = ("local", "submitit-local", "slurm")

@@ -6,7 +6,7 @@ import traceback
 from pathlib import Path
 
 from ..errors import MmlmError
-from .runs import DONE, RunBusy, clear_error, has_checkpoint, read_spec, run_dir, run_lock, state_of, write_error
+from .run_folders import DONE, RunBusy, clear_error, has_checkpoint, read_spec, run_dir, run_lock, state_of, write_error
 
 
 class Orphaned(BaseException):

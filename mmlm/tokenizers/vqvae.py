@@ -23,13 +23,14 @@ import hashlib
 import math
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
 from .. import __version__, atomic
 from ..errors import MmlmError
 from ..jsonio import read_json
+from ..progress import Progress, silent
 from .image import prepare
 from .kmeans import arrays_path, check_ids, kmeans
 
@@ -41,7 +42,6 @@ MIN_TRAIN_IMAGES = 2
 # the architecture and training settings, with their defaults; all of them are saved
 DEFAULTS = dict(size=32, downsample=4, codebook=256, latent_dim=32, channels=64, steps=1500, batch=64, lr=2e-3,
                 beta=0.25, decay=0.99, dead_below=1.0, held_out=0.1, seed=0)
-Progress = Callable[[int, int], None]  # (steps done, steps in all)
 
 
 # --- the network ------------------------------------------------------------------------------
@@ -383,7 +383,7 @@ def _fit(s: dict, images: list[np.ndarray], device, on_progress: Progress | None
     Everything random comes from `seed` (weights through a forked global RNG, batches and restarts
     through generators), so on CPU the same seed gives the same weights."""
     torch, _, Encoder, Decoder = _nn()
-    on_progress = on_progress or (lambda done, total: None)
+    on_progress = on_progress or silent
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # denormals made CPU backward passes up to 50x slower
     x_all = _to_tensor(torch, images, s["size"], "training image").to(device)
@@ -435,7 +435,7 @@ def _fit(s: dict, images: list[np.ndarray], device, on_progress: Progress | None
         if step >= s["steps"] - 20:  # usage over the last 20 batches, for the report
             recent.append(idx.cpu())
         if step % 10 == 0 or step == s["steps"] - 1:
-            on_progress(step + 1, s["steps"])
+            on_progress("train image", step + 1, s["steps"])
     use = code_usage(torch.cat(recent).numpy(), s["codebook"])
     state = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
     state.update({f"decoder.{k}": v for k, v in dec.state_dict().items()})

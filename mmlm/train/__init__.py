@@ -3,7 +3,7 @@
     summary = train(TrainConfig(data="data/demo", size="pico", mix="text=0.5,code=0.5", tokens=2e6, out="runs/a"))
 
 One job per module: `config` (TrainConfig, the one declaration of every option, and the recipe
-constants), `plan` (the defaults resolved and checked), `setup` (a run checked before anything is
+constants), `resolved` (the defaults resolved and checked), `setup` (a run checked before anything is
 built: `prepare`), `folder` (RUN/config.json, metrics.jsonl, the lock), `trainer` (the Trainer) and
 `__main__` (`python -m mmlm.train ...`, the same with command-line flags, for torchrun).
 """
@@ -18,9 +18,9 @@ from .config import (BETAS, CLIP, CPU_PRESETS, DEFAULT_LR, IDENTITY, MIN_LR_SHAR
 # the rest on first use, so that reading the options (cli/train.py, the grid check) does not load torch
 _LAZY = {"resolve_device": "..device", "MetricsLog": ".folder", "lock_run_folder": ".folder",
          "config_from_options": ".folder", "load_run_config": ".folder", "read_run_config": ".folder",
-         "Plan": ".plan", "default_lr": ".plan", "lr_at": ".plan", "model_config_of": ".plan", "resolve": ".plan",
-         "shape_of": ".plan", "Setup": ".setup", "prepare": ".setup", "NonFinite": ".trainer", "Trainer": ".trainer",
-         "eval_se": ".heldout"}
+         "Resolved": ".resolved", "default_lr": ".resolved", "lr_at": ".resolved", "model_config_of": ".resolved",
+         "resolve": ".resolved", "shape_of": ".resolved", "Setup": ".setup", "prepare": ".setup",
+         "NonFinite": ".trainer", "Trainer": ".trainer", "eval_se": ".heldout"}
 
 __all__ = ["BETAS", "CLIP", "CPU_PRESETS", "DEFAULT_LR", "IDENTITY", "MIN_LR_SHARE", "SWEEP_FILES", "TrainConfig",
            "check", "config_to_argv", "option_kinds", "train", *_LAZY]
@@ -68,8 +68,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dic
 
 def check(cfg: TrainConfig) -> dict:
     """Validate a configuration as `train` would (data, mixture, sizes, run folder) without writing
-    anything or joining a process group; returns the resolved plan."""
+    anything or joining a process group; returns the resolved settings."""
     from .. import distributed
     from .setup import prepare
 
-    return asdict(prepare(cfg, dist=distributed.Dist(rank=0, world=max(1, cfg.nproc))).plan)
+    return asdict(prepare(cfg, dist=distributed.Dist(rank=0, world=max(1, cfg.nproc))).resolved)

@@ -41,7 +41,7 @@ def opt(default, help: str, *, cli: bool = True, path: bool = False):
 
 @dataclass
 class TrainConfig:
-    """Every `mmlm train` option. None means "the default for this size / run" (see `plan.resolve`)."""
+    """Every `mmlm train` option. None means "the default for this size / run" (see `resolved.resolve`)."""
     data: str = opt("", "Data root made by `mmlm tokenize` (vocab.json + datasets).", path=True)
     out: str = opt("", "Run folder to write (config, weights, metrics, summary).", path=True)
     size: str = opt("pico", "Model size by name (see --list-sizes), or the name of a custom shape.")

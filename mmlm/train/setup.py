@@ -1,5 +1,5 @@
 """A run checked before anything is built or written: its device and process group, mixture, model
-shape, plan and the checkpoint it resumes from (`prepare`). `check` and the Trainer start from one."""
+shape, resolved settings and the checkpoint it resumes from (`prepare`). `check` and the Trainer start from one."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -15,7 +15,7 @@ from ..errors import MmlmError
 from ..model import count_params
 from . import folder
 from .config import TrainConfig
-from .plan import Plan, model_config_of, resolve
+from .resolved import Resolved, model_config_of, resolve
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Setup:
     mix: dict
     data: Mixture
     model_cfg: object
-    plan: Plan
+    resolved: Resolved
     resume_from: Path | None = None  # the checkpoint to continue from; None: a fresh start
 
     @property
@@ -40,7 +40,7 @@ class Setup:
         return {
             "format": folder.RUN_FORMAT,
             "train": asdict(self.cfg),
-            "resolved": {**asdict(self.plan), "world_size": self.dist.world},
+            "resolved": {**asdict(self.resolved), "world_size": self.dist.world},
             "model": self.model_cfg.to_json(),
             **count_params(self.model_cfg),
             "mix": {k: v / total for k, v in self.mix.items()},
@@ -52,7 +52,7 @@ class Setup:
 
 
 def prepare(cfg: TrainConfig, dist: distributed.Dist | None = None) -> Setup:
-    """Validate everything and plan the run; writes nothing. Joins the process group unless `dist` is
+    """Validate everything and resolve the settings; writes nothing. Joins the process group unless `dist` is
     given (to check a multi-process configuration from the launching process)."""
     if not cfg.out:
         raise MmlmError("--out: a run folder is required")
@@ -65,10 +65,10 @@ def prepare(cfg: TrainConfig, dist: distributed.Dist | None = None) -> Setup:
     mix = parse_mix(cfg.mix)
     data = Mixture.open(cfg.data, mix, eval_tokens=cfg.eval_tokens, split_seed=cfg.split_seed)
     model_cfg = model_config_of(cfg, data.vocab.size)
-    plan = resolve(cfg, model_cfg.seq_len, data.vocab.size, dist.world, device)
+    resolved = resolve(cfg, model_cfg.seq_len, data.vocab.size, dist.world, device)
     if device.type == "cpu":  # weights, gradients and two AdamW moments, 4 bytes each
         check_memory(16 * count_params(model_cfg)["n_params"], f"--size {cfg.size}",
                      "weights, gradients and AdamW state")
-    setup = Setup(cfg, Path(cfg.out), device, dist, mix, data, model_cfg, plan)
+    setup = Setup(cfg, Path(cfg.out), device, dist, mix, data, model_cfg, resolved)
     setup.resume_from = folder.resume_point(setup.run, cfg.resume, data, setup.config_json())
     return setup

@@ -26,7 +26,7 @@ from ..stability import SpikeDetector
 from .config import BETAS, CLIP, LR_RESTART_FACTOR, MIN_LR_SHARE, SMOOTHING
 from .folder import MetricsLog, copy_tokenizers, discard_untrained
 from .heldout import eval_batch, eval_se
-from .plan import lr_at
+from .resolved import lr_at
 from .setup import Setup
 
 
@@ -45,8 +45,8 @@ class Trainer:
     counters. `start` writes the run folder (or restores the checkpoint), `run_loop` trains."""
 
     def __init__(self, setup: Setup, on_log: Callable[[dict], None] | None = None):
-        cfg, plan = setup.cfg, setup.plan
-        self.setup, self.cfg, self.plan, self.on_log = setup, cfg, plan, on_log or (lambda event: None)
+        cfg, res = setup.cfg, setup.resolved
+        self.setup, self.cfg, self.resolved, self.on_log = setup, cfg, res, on_log or (lambda event: None)
         self.run, self.device, self.dist = setup.run, setup.device, setup.dist
         self.mix, self.data, self.vocab, self.model_cfg = setup.mix, setup.data, setup.vocab, setup.model_cfg
         self.resume_from = setup.resume_from
@@ -54,10 +54,10 @@ class Trainer:
         self.board = None  # a TensorBoard writer, opened by start() with --tensorboard
         self.started = False
         self.model, self.opt = self._build_model()
-        self.il = self.data.interleaver(plan.seq_len, cfg.seed)
+        self.il = self.data.interleaver(res.seq_len, cfg.seed)
         self.objective = make_objective(cfg.objective, self.vocab, cfg.seed)
         self.spikes = SpikeDetector()
-        self.eval_batches = [eval_batch(self.data, d, plan.seq_len, cfg.objective, cfg.split_seed, self.dist.world)
+        self.eval_batches = [eval_batch(self.data, d, res.seq_len, cfg.objective, cfg.split_seed, self.dist.world)
                              for d in range(len(self.data.datasets))]
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
                          else contextlib.nullcontext())
@@ -75,7 +75,7 @@ class Trainer:
 
     def _build_model(self):
         """The (wrapped) model and its AdamW, seeded by --seed."""
-        cfg, plan = self.cfg, self.plan
+        cfg, res = self.cfg, self.resolved
         if self.device.type == "cpu":
             torch.set_flush_denormal(True)  # denormals made a 4M-parameter backward 50x slower
             if cfg.threads:
@@ -84,15 +84,15 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(cfg.seed)
-        model = GPT(self.model_cfg, attention=plan.attention).to(self.device)
+        model = GPT(self.model_cfg, attention=res.attention).to(self.device)
         self.raw_model = model
         distributed.apply_block_options(model, cfg.activation_checkpointing, cfg.compile)
-        model = distributed.wrap(model, self.dist, self.device, plan.fsdp)
+        model = distributed.wrap(model, self.dist, self.device, res.fsdp)
         decay = [p for p in model.parameters() if p.dim() >= 2]
         no_decay = [p for p in model.parameters() if p.dim() < 2]
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=plan.lr, betas=BETAS, eps=1e-8, fused=not plan.fsdp)  # one kernel per tensor, CPU and CUDA
+            lr=res.lr, betas=BETAS, eps=1e-8, fused=not res.fsdp)  # one kernel per tensor, CPU and CUDA
         return model, opt
 
     # -- state
@@ -141,7 +141,7 @@ class Trainer:
 
     def _micro_context(self, last: bool):
         m = self.model
-        if self.plan.fsdp:
+        if self.resolved.fsdp:
             m.set_requires_gradient_sync(last)
             return contextlib.nullcontext()
         if self.dist.active and not last:
@@ -156,11 +156,11 @@ class Trainer:
 
     def _lr(self) -> float:
         """This update's learning rate (the schedule times the restarts' scale), set on the optimizer."""
-        plan = self.plan
+        res = self.resolved
         if self.cfg.schedule == "wsd":
-            lr = schedule.wsd_lr(self.step, plan.lr, plan.warmup, plan.steps, self.cfg.decay_frac, MIN_LR_SHARE) * self.lr_scale
+            lr = schedule.wsd_lr(self.step, res.lr, res.warmup, res.steps, self.cfg.decay_frac, MIN_LR_SHARE) * self.lr_scale
         else:
-            lr = lr_at(self.step, plan.lr, plan.warmup, plan.steps) * self.lr_scale
+            lr = lr_at(self.step, res.lr, res.warmup, res.steps) * self.lr_scale
         for g in self.opt.param_groups:
             g["lr"] = lr
         return lr
@@ -168,7 +168,7 @@ class Trainer:
     def _next_batch(self) -> Batch:
         """The global batch of this update, its token ids checked against the vocabulary."""
         V = self.vocab.size
-        rows, ids = self.il.next_rows(self.plan.batch_rows)
+        rows, ids = self.il.next_rows(self.resolved.batch_rows)
         if rows.max() >= V:
             bad = self.data.names[int(ids.reshape(-1)[np.argmax(rows.reshape(-1) >= V)])]
             raise MmlmError(f"{self.data.root / bad}: token ids outside the vocabulary (size {V})")
@@ -177,20 +177,20 @@ class Trainer:
     def train_step(self) -> tuple[float, float, dict, float]:
         """One update. Returns (loss, grad_norm, per-dataset losses, lr); raises NonFinite (and applies
         nothing) when the loss or the gradient norm is not finite."""
-        plan, dev = self.plan, self.device
+        res, dev = self.resolved, self.device
         lr = self._lr()
         batch = self._next_batch()
         total_w = batch.n_targets
-        sl = self.dist.rows(plan.batch_rows)
+        sl = self.dist.rows(res.batch_rows)
         x_all = torch.from_numpy(batch.inputs[sl])
         y_all = torch.from_numpy(batch.targets[sl])
         w_all = None if batch.weights is None else torch.from_numpy(batch.weights[sl])
         scale = self.dist.world / total_w  # the global mean, whatever the split
         loss_sum = torch.zeros((), dtype=torch.float32, device=dev)
         token_losses = []
-        starts = range(0, x_all.shape[0], plan.micro_rows)
+        starts = range(0, x_all.shape[0], res.micro_rows)
         for j, a in enumerate(starts):
-            b = a + plan.micro_rows
+            b = a + res.micro_rows
             x, y = x_all[a:b].to(dev, non_blocking=True), y_all[a:b].to(dev, non_blocking=True)
             with self._micro_context(j == len(starts) - 1):
                 losses = self._token_losses(x, y)
@@ -215,7 +215,7 @@ class Trainer:
         per = {name: _finite_or_none(float(packed[1 + d]) / float(packed[1 + k + d])) if packed[1 + k + d] > 0 else None
                for d, name in enumerate(self.data.names)}
         self.step += 1
-        self.tokens += plan.batch_tokens
+        self.tokens += res.batch_tokens
         return loss, gn, per, lr
 
     def _per_dataset(self, losses: torch.Tensor, ids: np.ndarray, weights: torch.Tensor | None):
@@ -242,8 +242,8 @@ class Trainer:
             sl = self.dist.rows(len(b.inputs))
             x_all, y_all, w_all = (torch.from_numpy(a[sl]) for a in (b.inputs, b.targets, b.weights))
             acc = torch.zeros(6, dtype=torch.float64, device=dev)  # sums over rows of s, w, s^2, s w, w^2, [w > 0]
-            for a in range(0, len(x_all), self.plan.micro_rows):
-                s = slice(a, a + self.plan.micro_rows)
+            for a in range(0, len(x_all), self.resolved.micro_rows):
+                s = slice(a, a + self.resolved.micro_rows)
                 losses = self._token_losses(x_all[s].to(dev), y_all[s].to(dev))
                 w = w_all[s].to(dev).double()
                 rs, rw = (losses.double().view(w.shape) * w).sum(1), w.sum(1)
@@ -274,10 +274,10 @@ class Trainer:
         return True
 
     def run_loop(self) -> None:
-        plan = self.plan
+        res = self.resolved
         t0, tokens0 = time.perf_counter(), self.tokens
         last = t0
-        while self.step < plan.steps:
+        while self.step < res.steps:
             t_step = time.perf_counter()
             try:
                 loss, gn, per, lr = self.train_step()
@@ -290,12 +290,12 @@ class Trainer:
             line = {"step": self.step, "tokens": self.tokens, "lr": lr, "loss": loss, "grad_norm": gn,
                     **{f"loss/{k}": v for k, v in per.items()},
                     **{f"tokens/{k}": int(c) for k, c in zip(self.data.names, self.il.tokens_by_dataset)}}
-            line.update(self.speed.step(plan.batch_tokens, step_seconds))
+            line.update(self.speed.step(res.batch_tokens, step_seconds))
             if self.restarts:
                 line["restarts"] = self.restarts
             if spike:
                 line["spike"] = True
-            if self.step % plan.eval_every == 0 or self.step == plan.steps:
+            if self.step % res.eval_every == 0 or self.step == res.steps:
                 self.last_eval = self.evaluate()
                 line.update({f"eval/{k}": v for k, v in self.last_eval.items()})
                 line.update({f"eval_se/{k}": v for k, v in self.last_eval_se.items()})
@@ -306,14 +306,14 @@ class Trainer:
             now = time.perf_counter()
             self.wall_seconds, last = self.wall_seconds + (now - last), now
             dt = now - t0
-            self.on_log({"event": "step", **line, "steps": plan.steps, "tokens_per_s": (self.tokens - tokens0) / max(dt, 1e-9)})
+            self.on_log({"event": "step", **line, "steps": res.steps, "tokens_per_s": (self.tokens - tokens0) / max(dt, 1e-9)})
             # the stall rule, on an EMA of the training loss
             self.smooth = loss if self.smooth is None else SMOOTHING * self.smooth + (1 - SMOOTHING) * loss
             if self.best is None or self.smooth < self.best:
                 self.best, self.best_tokens = self.smooth, self.tokens
-            if self.step % plan.ckpt_every == 0 or self.step == plan.steps:
+            if self.step % res.ckpt_every == 0 or self.step == res.steps:
                 self.save()
-            if plan.stall_tokens and self.tokens - self.best_tokens >= plan.stall_tokens and self.step < plan.steps:
+            if res.stall_tokens and self.tokens - self.best_tokens >= res.stall_tokens and self.step < res.steps:
                 if not self.restart(f"training loss stalled for {self.tokens - self.best_tokens} tokens at step {self.step}"):
                     return
                 t0, tokens0 = time.perf_counter(), self.tokens
@@ -337,8 +337,8 @@ class Trainer:
             "size": self.cfg.size,
             "mix": {k: v / total for k, v in self.mix.items()},
             "objective": self.cfg.objective,
-            "seq_len": self.plan.seq_len,
-            "batch_tokens": self.plan.batch_tokens,
+            "seq_len": self.resolved.seq_len,
+            "batch_tokens": self.resolved.batch_tokens,
             **self.speed.summary(self.wall_seconds),
         }
 
@@ -373,8 +373,8 @@ class Trainer:
             from ..board import Board
 
             self.board = Board(self.cfg.tensorboard_dir or str(self.run / "tensorboard"))
-        self.on_log({"event": "start", "step": self.step, "steps": self.plan.steps, "resumed": self.resume_from is not None,
-                     **count_params(self.model_cfg), "plan": asdict(self.plan),
+        self.on_log({"event": "start", "step": self.step, "steps": self.resolved.steps, "resumed": self.resume_from is not None,
+                     **count_params(self.model_cfg), "plan": asdict(self.resolved),
                      "peak_flops": self.speed.peak.flops, "peak_source": self.speed.peak.source})
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 
 from .. import atomic
-from .runs import read_spec, read_summary, runs_root
+from .run_folders import read_spec, read_summary, runs_root
 
 FIXED_COLUMNS = ["run_id", "size", "n_params", "n_params_nonembed", "mixture", "tokens", "flops", "eval_dataset", "loss", "loss_se"]
 

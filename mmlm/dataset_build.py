@@ -1,22 +1,21 @@
-"""The tokenize pipeline: raw files -> token datasets that share one vocabulary.
+"""Building token datasets (`mmlm tokenize`): raw files -> token datasets that share one vocabulary.
 
     tokenize_dataset(kind, inputs, data_root, ...)   read, (train or reuse tokenizers), encode, write
     data_info(data_root)                             what `mmlm tokenize info --json` prints
-    decode_document(data_root, dataset, k, out)      a document back to text / PNG / WAV files (mmlm.media)
-    (the built-in demo corpus: mmlm.demo_build.build_demo, which calls tokenize_dataset per kind)
+    (a document back to files: mmlm.media.decode_document; the built-in demo corpus:
+    mmlm.demo_build.build_demo, which calls tokenize_dataset per kind)
 
 One job per module: mmlm.modalities (what each kind and modality needs), mmlm.ingest (reading raw
 inputs), mmlm.tokenizer_setup (training or reusing tokenizers), mmlm.encode and mmlm.documents (the
-document format), mmlm.media (decoded files), mmlm.demo_build; this module runs them in order and
-re-exports the names other modules import from it.
+document format), mmlm.media (decoded files), mmlm.demo_build; this module runs them in order.
 
 A data root holds `vocab.json` (mmlm.vocab), `tokenizers/<space>.json` (+ arrays beside it) and one
 folder per dataset (mmlm.shards). A token space's tokenizer is trained the first time a dataset
 needs it and reused from then on, never retrained: asking for different settings is an error.
 Only one tokenize runs in a data root at a time (a lock file, `.lock`).
 
-Progress: `on_progress(stage, done, total, tokens)` is called as work advances; `stage` names
-what is running ("read", "train text", "encode"), `done`/`total` count files or documents
+Progress: `on_progress(stage, done, total, tokens)` (mmlm.progress) is called as work advances; `stage`
+names what is running ("read", "train text", "encode"), `done`/`total` count files or documents
 (total 0 when unknown), `tokens` counts tokens written so far.
 """
 from __future__ import annotations
@@ -25,38 +24,25 @@ import contextlib
 import re
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from . import __version__, atomic
-from .documents import assemble_document, split_document  # noqa: F401  (imported from here elsewhere)
 from .encode import ENCODE_CHUNK as _ENCODE_CHUNK
-from .encode import encode_texts as _encode_texts  # noqa: F401
 from .encode import encoded_documents
 from .errors import MmlmError
 from .ingest import read_inputs
-from .media import EXTENSIONS, decode_document  # noqa: F401
-from .modalities import KINDS, SPACES, encode_item, spaces_of, tokenizer_class  # noqa: F401
+from .modalities import KINDS, SETTINGS, SPACES, spaces_of
+from .progress import Progress, silent
 from .shards import Dataset, DatasetWriter, list_datasets
-from .tokenizer_setup import check_bounds, ensure_tokenizers
-from .tokenizers.loading import load_tokenizer  # noqa: F401
-from .tokenizers.text import TEXT_PIECE as _TEXT_PIECE  # noqa: F401
-from .tokenizers.text import text_pieces  # noqa: F401
+from .tokenizer_setup import ensure_tokenizers
 from .vocab import DATASET_KINDS, Vocab
 
-Progress = Callable[[str, int, int, int], None]
-
-DEFAULTS = {"vocab_size": 4096, "image_size": 32, "patch": 4, "codebook": 256, "units": 100, "seed": 0}
-# image tokenizer kind and the VQ-VAE's own options (None: mmlm.tokenizers.vqvae's defaults)
-IMAGE_DEFAULTS = {"tokenizer": "kmeans", "downsample": None, "train_steps": None}
-IMAGE_TOKENIZERS = tuple(SPACES["image"].tokenizers)
-_SIZES = ("vocab_size", "image_size", "patch", "codebook", "units", "downsample", "train_steps")
+# every tokenizer setting with its default (each token space declares its own: mmlm.modalities), and the seed
+DEFAULTS = {**{opt: s.default for opt, (_, s) in SETTINGS.items()}, "seed": 0}
+_SIZES = tuple(opt for opt, (_, s) in SETTINGS.items() if s.size)
 _RESERVED_NAMES = {"tokenizers", "raw", "vocab.json"}
-
-
-def _noop(stage: str, done: int, total: int, tokens: int) -> None:
-    pass
 
 
 
@@ -117,27 +103,12 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _check_image_options(opts: dict, external: bool) -> None:
-    """--tokenizer and the options that belong to one image tokenizer only."""
-    kind = opts.get("tokenizer")
-    if kind is not None and kind not in IMAGE_TOKENIZERS:
-        raise MmlmError(f"--tokenizer {kind!r}: unknown image tokenizer (one of {', '.join(IMAGE_TOKENIZERS)})")
-    if external and kind is not None:
-        raise MmlmError("--tokenizer chooses how raw images are tokenized; --external imports codes as they are")
-    if kind == "vqvae" and opts.get("patch") is not None:
-        raise MmlmError("--patch is the k-means patch side; the VQ-VAE's code grid comes from --downsample")
-    for opt in ("downsample", "train_steps"):
-        if opts.get(opt) is not None and kind != "vqvae":
-            raise MmlmError(f"--{opt.replace('_', '-')} is a VQ-VAE option: add --tokenizer vqvae")
-
-
-
 def _check_options(kind: str, opts: dict) -> tuple[dict, dict, bool, bool, list[Path]]:
     """(settings with defaults filled in, settings as given, external, allow_outside, train_on), checked
     before any input is read."""
     if kind not in DATASET_KINDS:
         raise MmlmError(f"unknown dataset kind {kind!r} (one of {', '.join(DATASET_KINDS)})")
-    unknown = set(opts) - set(DEFAULTS) - set(IMAGE_DEFAULTS) - {"train_on", "external", "allow_outside"}
+    unknown = set(opts) - set(DEFAULTS) - {"train_on", "external", "allow_outside"}
     if unknown:
         raise MmlmError(f"unknown tokenize option(s): {', '.join(sorted(unknown))}")
     for key, value in opts.items():
@@ -152,10 +123,13 @@ def _check_options(kind: str, opts: dict) -> tuple[dict, dict, bool, bool, list[
     train_on = [Path(p) for p in (opts.pop("train_on", None) or [])]
     if train_on and "text" not in spaces_of(kind):
         raise MmlmError(f"--train-on trains the text BPE; {kind} datasets hold no text")
-    _check_image_options(opts, external)
-    settings = {**DEFAULTS, **IMAGE_DEFAULTS, **{k: v for k, v in opts.items() if v is not None}}
-    if any(SPACES[s].media for s in spaces_of(kind)) and not external:
-        check_bounds(settings)
+    for space in SPACES.values():  # e.g. image: --tokenizer, and the options of one image tokenizer only
+        if space.check_options:
+            space.check_options(opts, external)
+    settings = {**DEFAULTS, **{k: v for k, v in opts.items() if v is not None}}
+    for space in spaces_of(kind):
+        if SPACES[space].check_bounds and not external:
+            SPACES[space].check_bounds(settings)
     return settings, opts, external, allow_outside, train_on
 
 
@@ -211,7 +185,7 @@ def tokenize_dataset(kind: str, inputs: Iterable[str | Path], data_root: str | P
     (image/speech: inputs are .npy files of externally made codes/units).
     """
     opts, user_opts, external, allow_outside, train_on = _check_options(kind, opts)
-    on_progress = on_progress or _noop
+    on_progress = on_progress or silent
     name = _check_name(name or kind)
     inputs = [Path(p) for p in inputs]
     root = Path(data_root)

@@ -15,6 +15,7 @@ import numpy as np
 
 from mmlm.errors import MmlmError
 from mmlm.jsonio import read_json
+from mmlm.progress import Progress, relabelled
 
 from . import holdout as holdouts
 from .bimodal import BimodalLaw
@@ -72,12 +73,13 @@ def _enough(where: str, n: int, lines: list[int], params: int = 5) -> None:
 
 def fit_table(
     table: Table, method: str = "fast", bootstrap: int = 0, exclude_top_loss: int = 0, holdout: str = "none",
-    seed: int = 0, jobs: int = 1, on_progress=None, objective: str = "huber-log", tie_exponents: bool = False,
+    seed: int = 0, jobs: int = 1, on_progress: Progress | None = None, objective: str = "huber-log",
+    tie_exponents: bool = False,
     law: str = "chinchilla", isoflop: bool = False, isoflop_curve: str = "parabola", level: float = 0.9,
 ) -> Fitted:
     """Fit the uni-modal law of every dataset trained alone, then the bi-modal law of every pair.
 
-    on_progress(label, advance, total) is called as fits and bootstrap resamples finish.
+    on_progress(label, done, total) (mmlm.progress) is called as fits and bootstrap resamples finish, per law.
     law "data-constrained" fits Muennighoff et al.'s law (datacon.py; the table needs unique tokens);
     isoflop adds Chinchilla's Approach 2 per group of the table (isoflop.py).
     """
@@ -134,12 +136,13 @@ def _collect_points(out: Fitted, table: Table, names: list[str], pairs: list, la
 
 
 def _progress(on_progress, bootstrap: int):
-    """progress(label, resamples) -> a tick(k) for one law's fit and its resamples, or None."""
+    """progress(label, resamples) -> a Progress for one law's resamples, reported under `label` with its
+    fit as one more unit (tick(k, k) when done), or None."""
     def progress(label, resamples=bootstrap):
-        total = resamples + 1
-        if on_progress:
-            on_progress(label, 0, total)
-        return (lambda k: on_progress(label, k, total)) if on_progress else None
+        if not on_progress:
+            return None
+        on_progress(label, 0, resamples + 1)
+        return relabelled(on_progress, label, resamples + 1)
 
     return progress
 
@@ -160,7 +163,7 @@ def _fit_unimodal(out: Fitted, names: list[str], law: str, rule, progress, *, me
             fitted = UnimodalLaw(method, bootstrap, seed, jobs, on_progress=tick, objective=objective,
                                  tie_exponents=tie_exponents).fit(pts["N"], pts["D"], pts["loss"])
         if tick:
-            tick(1)
+            tick(name, bootstrap + 1, bootstrap + 1)
         if rule.active:
             _holdout(fitted, rule, pts)
         if isinstance(fitted, UnimodalLaw):
@@ -190,7 +193,7 @@ def _fit_pairs(out: Fitted, pairs: list, rule, progress, *, method, bootstrap, s
         _dof_warning(fitted, len(pts["loss"]))
         out.bimodal[key] = fitted
         if tick:
-            tick(1)
+            tick(key, resamples + 1, resamples + 1)
         if rule.active:
             holdouts.apply_pair(out.bimodal[key], rule, pts)
 

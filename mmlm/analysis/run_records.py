@@ -115,7 +115,8 @@ def read_metrics(path: str | Path) -> Metrics:
     return Metrics(path, np.array([s for s, _ in rows], np.int64), values, present)
 
 
-def read_json(path: Path) -> dict:
+def read_json_or_empty(path: Path) -> dict:
+    """A JSON object file, or {} when there is none (config.json and summary.json are optional here)."""
     if not path.is_file():
         return {}
     try:
@@ -139,7 +140,7 @@ def find_setting(config: dict, key: str):
 
 
 @dataclass
-class Run:
+class RunRecord:
     """A run folder: its metrics and whatever config.json / summary.json say about it."""
 
     id: str
@@ -202,14 +203,15 @@ class Run:
         return out
 
 
-def load_run(path: str | Path, run_id: str | None = None) -> Run:
+def read_run(path: str | Path, run_id: str | None = None) -> RunRecord:
+    """The record of one run folder: metrics.jsonl (required), config.json and summary.json (where present)."""
     path = Path(path)
-    return Run(
+    return RunRecord(
         id=run_id or path.resolve().name,
         path=path,
         metrics=read_metrics(path / "metrics.jsonl"),
-        config=read_json(path / "config.json"),
-        summary=read_json(path / "summary.json"),
+        config=read_json_or_empty(path / "config.json"),
+        summary=read_json_or_empty(path / "summary.json"),
     )
 
 

@@ -1,4 +1,4 @@
-"""A run's plan: TrainConfig's defaults filled in for its size, data and devices, and every number checked.
+"""A run's resolved settings: TrainConfig's defaults filled in for its size, data and devices, and every number checked.
 
 `resolve` probes the GPU's free memory for the automatic micro-batch (and whether the model needs FSDP).
 """
@@ -20,7 +20,7 @@ from .config import (CPU_BATCH_TOKENS, CPU_MICRO_TOKENS, CPU_PRESETS, DEFAULT_LR
 
 
 @dataclass
-class Plan:
+class Resolved:
     """The resolved settings of a run."""
     seq_len: int
     batch_rows: int
@@ -70,7 +70,7 @@ def model_config_of(cfg: TrainConfig, vocab_size: int):
     return model_config(cfg.size, vocab_size, cfg.seq_len, shape=shape_of(cfg))
 
 
-def resolve(cfg: TrainConfig, model_seq_len: int, vocab_size: int, world: int, device: torch.device) -> Plan:
+def resolve(cfg: TrainConfig, model_seq_len: int, vocab_size: int, world: int, device: torch.device) -> Resolved:
     """Fill in the defaults and check the numbers; one-line MmlmError on anything impossible."""
     seq_len = model_seq_len
     shape = shape_of(cfg)
@@ -116,7 +116,7 @@ def resolve(cfg: TrainConfig, model_seq_len: int, vocab_size: int, world: int, d
     if fsdp and world < 2:
         raise MmlmError("--fsdp: shards the model over several processes; use --nproc K (K >= 2) or torchrun")
     _check_recipe(cfg, steps, warmup)
-    return Plan(seq_len=seq_len, batch_rows=batch_rows, batch_tokens=batch_tokens, steps=steps, lr=float(lr),
+    return Resolved(seq_len=seq_len, batch_rows=batch_rows, batch_tokens=batch_tokens, steps=steps, lr=float(lr),
                 warmup=int(warmup), eval_every=int(eval_every), ckpt_every=int(ckpt_every),
                 stall_tokens=int(stall), micro_rows=int(micro), device=str(device),
                 attention=resolve_attention(cfg.attention, device), fsdp=fsdp)
