@@ -6,6 +6,7 @@ mmlm analyze modality --data DIR --a NAME --b NAME --run RUN [--json]: the modal
 """
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -210,6 +211,8 @@ def study(
     out: Path = typer.Argument(..., help="The sweep folder of a preset (after `mmlm fit ... --out OUT/laws`)."),
     data: Path = typer.Option(Path("data/demo"), "--data", help="Its data root."),
     preset: str = typer.Option("demo", "--preset", help="The preset the sweep ran: demo or cpu-study."),
+    design: bool = typer.Option(True, "--design/--no-design", help="Simulate, with `mmlm law design`, what would identify each pair law that is not identified (about a minute)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Processes for those simulations (0: one per CPU core)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """The preset study's report: unigram baselines, largest losses, standard errors, held-out-size errors, checks."""
@@ -219,7 +222,7 @@ def study(
 
     if preset not in PRESETS:
         raise MmlmError(f"--preset {preset!r}: unknown preset (known: {', '.join(PRESETS)})")
-    summary = study_summary(out, data, preset)
+    summary = study_summary(out, data, preset, design=design, jobs=jobs or os.cpu_count() or 1)
     path = write_study_report(out, summary)
     if json_out:
         print_json(summary)

@@ -6,6 +6,7 @@ import pytest
 
 from mmlm.data import heldout_unigram_entropy
 from mmlm.sweep import RunSpec
+from mmlm.sweep.demo import PRESETS
 from mmlm.sweep.demo_report import study_summary, write_study_report
 from mmlm.sweep.run_folders import run_dir, write_spec
 from test_sweep_grid import make_data
@@ -20,27 +21,28 @@ def planted(out, rid, mix, steps, eval_loss, drawn, se=0.01):
 
 
 def test_study_summary_baselines_shares_and_checks(tmp_path):
-    data = make_data(tmp_path / "data", names=("text", "code", "image-text"))
+    a, b = PRESETS["demo"].unimodal
+    data = make_data(tmp_path / "data", names=(a, b, "image-text"))
     out = tmp_path / "sweep"
-    h = {d: heldout_unigram_entropy(data, d, 65536, 128)["entropy"] for d in ("text", "code", "image-text")}
+    h = {d: heldout_unigram_entropy(data, d, 65536, 128)["entropy"] for d in (a, b)}
     for d in h:
         planted(out, f"small-{d}", {d: 1.0}, 100, {d: 0.95 * h[d]}, {d: 102400})
         planted(out, f"big-{d}", {d: 1.0}, 400, {d: 0.85 * h[d]}, {d: 409600})  # 15% below the baseline
     # a mixed run whose drawn shares are 51/49: 1% off
-    planted(out, "big-text+code", {"text": 0.5, "code": 0.5}, 300, {"text": 3.0, "code": 3.0}, {"text": 5100, "code": 4900})
+    planted(out, f"big-{a}+{b}", {a: 0.5, b: 0.5}, 300, {a: 3.0, b: 3.0}, {a: 5100, b: 4900})
     laws = {"unimodal": {d: {"E": 1.0, "A": 2.0, "B": 3.0, "alpha": 0.3, "beta": 0.3, "holdout_error": 0.02, "warnings": []}
                          for d in h},
-            "bimodal": {"code|text": {"C": 0.1, "A": 1, "B": 1, "alpha": 0.2, "beta": 0.2, "warnings": ["beta at its bound"]}}}
+            "bimodal": {f"{a}|{b}": {"C": 0.1, "A": 1, "B": 1, "alpha": 0.2, "beta": 0.2, "warnings": ["beta at its bound"]}}}
     (out / "laws").mkdir()
     (out / "laws" / "laws.json").write_text(json.dumps(laws))
-    s = study_summary(out, data, "demo")
-    assert s["runs"] == 7 and s["min_steps"] == 100
+    s = study_summary(out, data, "demo", design=False)
+    assert s["runs"] == 5 and s["min_steps"] == 100
     assert s["max_share_error"] == pytest.approx(0.01)
     for d in h:
         r = s["datasets"][d]
         assert r["unigram_entropy"] == pytest.approx(h[d]) and r["largest_run"] == f"big-{d}"
         assert r["below_unigram"] == pytest.approx(0.15) and r["holdout_error"] == 0.02 and r["identifiable"]
-    assert s["pairs"]["code|text"]["identifiable"] is False  # a parameter at a bound
+    assert s["pairs"][f"{a}|{b}"]["identifiable"] is False  # a parameter at a bound
     checks = {c["check"].split(" ")[0] + str(i): c["ok"] for i, c in enumerate(s["checks"])}
     assert list(checks.values()) == [True, True, True, True, True, False, True, False]  # SE > 0.1% of the loss; no digits
     path = write_study_report(out, s)

@@ -262,7 +262,7 @@ def test_known_sizes_are_the_models(data):
 @pytest.mark.parametrize("preset", ["demo", "cpu-study"])
 def test_preset_grids_give_fit_and_analyze_what_they_need(tmp_path, preset):
     """Every uni-modal dataset has >= 4 sizes x >= 3 budgets (so holding out the largest size leaves >= 9
-    points for 5 parameters); every run has >= 100 optimizer steps; sizes are custom shapes below pico,
+    points for 5 parameters); one image-text run is the digits model; every run has >= 100 optimizer steps; sizes are custom shapes below pico,
     spread evenly in log N; each pair run at T tokens is matched by uni-modal runs of both its datasets
     at T/2 at the same size and seed; cpu-study has all seven datasets, >= 2 seeds and >= 2 pairs."""
     from mmlm.sweep.demo import DEMO_DATASETS, PRESETS, preset_grid
@@ -276,9 +276,13 @@ def test_preset_grids_give_fit_and_analyze_what_they_need(tmp_path, preset):
     assert len(sizes) >= 4 and sizes[0][0] < 0.5 * pico
     steps = np.diff(np.log([n for n, _ in sizes]))
     assert steps.max() < 2.5 * steps.min()  # about even in log N
+    shape, steps = study.digits
+    digits = [r for r in g.runs if r.mix == {"image-text": 1.0} and r.size == shape["name"]
+              and r.tokens == steps * study.batch_tokens]
+    assert len(digits) == 1  # the model `mmlm analyze digits` draws from
     uni = {}
     for r in g.runs:
-        if len(r.mix) == 1:
+        if len(r.mix) == 1 and r is not digits[0]:
             uni.setdefault(next(iter(r.mix)), set()).add((r.size, r.tokens, r.train.get("seed", 0)))
     assert sorted(uni) == sorted(study.unimodal)
     for d, pts in uni.items():

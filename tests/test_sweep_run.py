@@ -155,5 +155,5 @@ def test_demo_preset_builds_its_data_and_runs(tmp_path):
     runs = preset_grid("demo", data).runs
     assert report["counts"]["done"] == len(runs) and report["rows"] == sum(len(x.mix) for x in runs)
     rows = read_csv(out / "results.csv")
-    assert {x["eval_dataset"] for x in rows} == set(PRESETS["demo"].unimodal)
+    assert {x["eval_dataset"] for x in rows} == {*PRESETS["demo"].unimodal, "image-text"}  # + the digits model
     print(f"demo data + sweep: {time.monotonic() - t0:.0f} s")

@@ -22,6 +22,36 @@ from .run_folders import read_spec, read_summary, runs_root
 
 TARGETS = {"min_steps": 100, "below_unigram": 0.10, "share_error": 0.02, "holdout_error": 0.03, "se_share": 0.001,
            "digits_n": 50, "digits_above_chance": 0.03}
+PRESET_TARGETS = {"demo": TARGETS, "cpu-study": {**TARGETS, "holdout_error": 0.015, "digits_above_chance": 0.20}}
+# `mmlm law design` for a pair law that is not identified: simulated studies per candidate (a quick answer;
+# the command with more --seeds gives a sharper one)
+DESIGN_SEEDS, DESIGN_RESAMPLES = 10, 100
+
+
+def design_answer(laws_path: Path, key: str, jobs: int = 1) -> dict:
+    """What would identify a pair law: `mmlm law design` on the study's own grid at its measured noise, at a
+    third and a tenth of that noise, and on a grid with two more budgets (x2, x4) and one size more (x2).
+    Each candidate: its p_identifiable and median barrier width; "enough" names the first with p >= 0.8."""
+    from ..laws.design import design
+    from ..laws.fitted import load_laws
+
+    laws = load_laws(laws_path)
+    stored = laws["bimodal"][key].get("design") or {}
+    noise = (laws.get("noise") or {}).get("sigma")
+    sizes, tokens = stored.get("sizes"), stored.get("tokens_i")
+    if not (noise and sizes and tokens):
+        return {"error": "laws.json records no noise or design grid for this pair"}
+    bigger = {"sizes": [*sizes, 2 * max(sizes)], "tokens": [*tokens, 2 * max(tokens), 4 * max(tokens)]}
+    candidates = [("this grid", noise, {}), ("this grid, noise / 3", noise / 3, {}),
+                  ("this grid, noise / 10", noise / 10, {}), ("one size and two budgets more", noise, bigger)]
+    rows = []
+    for name, sigma, grid in candidates:
+        r = design(laws, key, noise=sigma, seeds=DESIGN_SEEDS, resamples=DESIGN_RESAMPLES, jobs=jobs, **grid)
+        rows.append({"candidate": name, "noise": sigma, "sizes": r["sizes"], "tokens": r["tokens"],
+                     "p_identifiable": r["p_identifiable"],
+                     "median_barrier_decades": r["median_ci_width_barrier_decades"]})
+    enough = next((r["candidate"] for r in rows if r["p_identifiable"] >= 0.8), None)
+    return {"candidates": rows, "enough": enough, "seeds": DESIGN_SEEDS}
 
 
 def _runs(out: Path) -> list[tuple[str, dict, dict]]:
@@ -48,7 +78,8 @@ def _identifiable(law: dict) -> bool:
     return not any("bound" in w for w in law.get("warnings") or [])
 
 
-def study_summary(out: str | Path, data: str | Path, preset: str = "demo") -> dict:
+def study_summary(out: str | Path, data: str | Path, preset: str = "demo", design: bool = True, jobs: int = 1) -> dict:
+    """The report's numbers; with `design`, `design_answer` for every pair law that is not identified."""
     from ..data import heldout_unigram_entropy
 
     out, study = Path(out), PRESETS[preset]
@@ -85,18 +116,20 @@ def study_summary(out: str | Path, data: str | Path, preset: str = "demo") -> di
     for key, law in (laws.get("bimodal") or {}).items():
         pairs[key] = {"params": {k: law.get(k) for k in ("C", "A", "B", "alpha", "beta")}, "ci": law.get("ci") or {},
                       "identifiable": _identifiable(law), "why": law.get("why"), "warnings": law.get("warnings") or []}
+        if design and not pairs[key]["identifiable"]:
+            pairs[key]["design"] = design_answer(out / "laws" / "laws.json", key, jobs=jobs)
     digits = read_json_or_empty(out / "samples" / "digits.json") or None
     summary = {
         "preset": preset, "runs": len(runs), "min_steps": min((s["steps"] for *_, s in runs), default=None),
         "max_share_error": max(share_errors, default=None), "datasets": datasets, "pairs": pairs, "digits": digits,
         "digits_grid": "samples/digits.png" if (out / "samples" / "digits.png").is_file() else None,
     }
-    summary["checks"] = _checks(summary)
+    summary["checks"] = _checks(summary, PRESET_TARGETS.get(preset, TARGETS))
     return summary
 
 
-def _checks(s: dict) -> list[dict]:
-    t, ds = TARGETS, s["datasets"].values()
+def _checks(s: dict, t: dict) -> list[dict]:
+    ds = s["datasets"].values()
 
     def check(name, ok, value):
         return {"check": name, "ok": bool(ok) if ok is not None else False, "value": value}
@@ -131,6 +164,24 @@ def _f(x, spec: str = ".3f") -> str:
     return format(x, spec)
 
 
+def _design_lines(key: str, d: dict | None) -> list[str]:
+    if not d:
+        return []
+    if "error" in d:
+        return ["", f"  What would identify it: not simulated ({d['error']})."]
+    out = ["", f"  What would identify it (`mmlm law design`, {d['seeds']} simulated studies each):", "",
+           "  | candidate | noise | sizes | per-dataset tokens | P(identifiable) | median barrier interval (decades) |",
+           "  |---|---|---|---|---|---|"]
+    for r in d["candidates"]:
+        out.append(f"  | {r['candidate']} | {r['noise']:.2%} | {', '.join(f'{x:.3g}' for x in r['sizes'])} | "
+                   f"{', '.join(f'{x:.3g}' for x in r['tokens'])} | {r['p_identifiable']:.0%} | "
+                   f"{_f(r['median_barrier_decades'], '.2f')} |")
+    pair = key.replace("|", ",")
+    out += ["", f"  {'First enough: ' + d['enough'] if d['enough'] else 'None of these is enough'}; "
+            f"try others with `mmlm law design laws/laws.json --pair {pair} --noise ... --sizes ... --tokens ...`."]
+    return out
+
+
 def write_study_report(out: str | Path, summary: dict) -> Path:
     """DIR/<preset>.md (the report) and DIR/<preset>.json (the same numbers)."""
     out = Path(out)
@@ -158,6 +209,7 @@ def write_study_report(out: str | Path, summary: dict) -> Path:
         lines.append(f"- `{key}`: {params}; {verdict}" + (f"; 90% intervals: {ci}" if ci else "")
                      + (f"; why: {p['why']}" if p.get("why") else "")
                      + (f"; warnings: {'; '.join(p['warnings'])}" if p["warnings"] else ""))
+        lines += _design_lines(key, p.get("design"))
     lines += ["", "## Caption-conditioned digits", ""]
     g = summary["digits"]
     if g:
