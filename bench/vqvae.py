@@ -42,7 +42,8 @@ def _pair(train: list, held: list, downsample: int, steps: int) -> dict:
     import torch
 
     from mmlm.tokenizers.image import ImageTokenizer
-    from mmlm.tokenizers.vqvae import VQVAETokenizer, evaluate
+    from mmlm.tokenizers.image_quality import evaluate
+    from mmlm.tokenizers.vqvae import VQVAETokenizer
 
     t0, c0 = time.perf_counter(), time.process_time()
     vq = VQVAETokenizer.train(train, eval_images=held, size=32, downsample=downsample, codebook=CODEBOOK, steps=steps,
