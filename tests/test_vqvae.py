@@ -264,13 +264,13 @@ def test_demo_option_trains_the_vqvae_for_both_image_datasets(tmp_path, monkeypa
 def test_demo_digits_are_the_demo_pngs(tmp_path, monkeypatch):
     from PIL import Image
 
-    from mmlm import demo_data
+    from mmlm.demo_data import images
 
-    first = demo_data.digits()[0][:5], demo_data.digits()[1][:5]
-    monkeypatch.setattr(demo_data, "digits", lambda: first)  # five digits and no photos: fast
-    monkeypatch.setattr(demo_data, "N_PHOTO_CROPS", 0)
-    digits = demo_data.demo_digits()
-    demo_data._build_image(tmp_path, lambda *a: None)
+    first = images.digits()[0][:5], images.digits()[1][:5]
+    monkeypatch.setattr(images, "digits", lambda: first)  # five digits and no photos: fast
+    monkeypatch.setattr(images, "N_PHOTO_CROPS", 0)
+    digits = images.demo_digits()
+    images.build_image(tmp_path, lambda *a: None)
     assert len(digits) == 5 and digits[0].shape == (32, 32, 3)
     for i in range(5):
         with Image.open(tmp_path / f"digit_{i:04d}.png") as im:
