@@ -1,5 +1,5 @@
-"""The files `mmlm fit` writes: laws.json, PNG plots (matplotlib figures on the Agg canvas) and report.md; `fit_results`
-reads a results CSV, fits it (results.py) and writes them.
+"""The files `mmlm fit` writes: laws.json, PNG plots (matplotlib figures on the Agg canvas) and report.md
+(`fit_file.fit_results` reads a results CSV, fits it (results.py) and writes them with `write_outputs`).
 
 Everything is rendered in memory first and then written file by file atomically, so a failure
 while plotting leaves no half-written output.
@@ -18,8 +18,7 @@ from mmlm import atomic
 from mmlm.errors import MmlmError
 
 from . import planning
-from .results import SAME_SIZE, Fitted, fit_table
-from .table import read_table
+from .results import SAME_SIZE, Fitted
 
 
 def _slug(name: str) -> str:
@@ -308,16 +307,3 @@ def _isoflop_section(laws: dict) -> list[str]:
                    f"{_with_ci(g, 'a') if g['a'] is not None else '-'} | {_with_ci(g, 'b') if g['b'] is not None else '-'} | "
                    f"{_fmt(ll.get('E'))} | {_fmt(ll.get('A'))} | {_fmt(ll.get('alpha'))} |")
     return out
-
-
-def fit_results(
-    csv_path: str | Path, out: str | Path | None = None, *, n_col=None, d_col=None, flops_col=None,
-    loss_col=None, dataset_col=None, mixture_col=None, plots: bool = True, **fit_options,
-) -> dict:
-    """Read a results CSV, fit every law, and (given `out`) write laws.json, plots and report.md there.
-    Returns the laws.json dict."""
-    table = read_table(csv_path, n_col, d_col, flops_col, loss_col, dataset_col, mixture_col)
-    fitted = fit_table(table, **fit_options)
-    if out is not None:
-        write_outputs(fitted, out, plots=plots)
-    return fitted.laws()
