@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import MmlmError
-from .kmeans import check_ids, kmeans, load_files, nearest, save_files
+from .kmeans import check_ids, kmeans, load_array, load_files, nearest, save_files
 
 KIND = "image"
 VIS_PIXELS = 256  # side of the false-colour picture of an external code grid (about)
@@ -81,12 +81,7 @@ def load_codes(path: str | Path, codebook: int | None = None) -> np.ndarray:
     """Read external code grids from a .npy file: int array [n_images, h, w], values >= 0
     (and < `codebook` when given). Returns int64 [n, h, w]."""
     path = Path(path)
-    try:
-        a = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise MmlmError(f"{path}: file not found") from None
-    except (OSError, ValueError) as e:
-        raise MmlmError(f"{path}: not a readable .npy array ({e})") from None
+    a = load_array(path, ".npy")
     if not isinstance(a, np.ndarray):
         raise MmlmError(f"{path}: expected one .npy array of code grids, found an archive")
     return check_code_grids(a, codebook, str(path))

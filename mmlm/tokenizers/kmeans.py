@@ -142,6 +142,17 @@ def load_files(path: str | Path, kind: str, names: tuple[str, ...]) -> tuple[dic
     return meta["settings"], arrays
 
 
+def load_array(path: Path, what: str):
+    """np.load without pickles (an array, or an .npz archive); one-line errors for a missing or
+    unreadable file (`what`: the formats expected, for the message)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise MmlmError(f"{path}: file not found") from None
+    except (OSError, ValueError) as e:
+        raise MmlmError(f"{path}: not a readable {what} array ({e})") from None
+
+
 def check_ids(ids: Any, n_tokens: int, what: str) -> np.ndarray:
     """Validate local ids (integers in 0..n_tokens-1); returns them as int64, shape kept."""
     a = np.asarray(ids)
