@@ -1,13 +1,14 @@
 """The learnt image tokenizer (mmlm.tokenizers.vqvae): shapes, seeds, files, code-use monitoring,
 bad input, and the tokenize -> decode -> generate path."""
+import functools
 import json
 import shutil
-import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+
+from cli_helpers import assert_clean_error, run_main
 
 from mmlm.errors import MmlmError
 from mmlm.tokenizers import vqvae
@@ -126,29 +127,7 @@ def test_bad_input_is_a_one_line_error(tok, tmp_path):
 @pytest.fixture
 def mmlm(capsys):
     """The console entry point run in this process (no interpreter start-up): exit code and output."""
-    from mmlm.cli.main import main
-
-    def call(*args):
-        saved, sys.argv = sys.argv, ["mmlm", *map(str, args)]
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-        finally:
-            sys.argv = saved
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-    return call
-
-
-def assert_clean_error(r, *fragments):
-    assert r.returncode == 1, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
+    return functools.partial(run_main, capsys)
 
 
 def write_pngs(folder, images):
