@@ -11,16 +11,17 @@ from mmlm.shards import DatasetWriter
 from mmlm.sweep import GridError, load_grid, parse_grid, run_id
 from mmlm.vocab import Vocab
 
-GRID = """
-data = "{data}"
-sizes = ["pico", "nano"]
-tokens = [4096, 8192]
-[mixtures.text]
+MIXTURES = """[mixtures.text]
 text = 1.0
 [mixtures."text+code"]
 text = 0.5
 code = 0.5
-[train]
+"""  # one uni-modal and one mixed run per size and budget (the sweep tests share it)
+GRID = """
+data = "{data}"
+sizes = ["pico", "nano"]
+tokens = [4096, 8192]
+""" + MIXTURES + """[train]
 seq_len = 32
 batch_tokens = 512
 """

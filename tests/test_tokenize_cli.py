@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cli_helpers import assert_clean_error, run_main
+from helpers import assert_clean_error, run_main
 
 from mmlm.shards import Dataset, list_datasets
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_helpers import assert_clean_error, run_main
+from helpers import assert_clean_error, run_main
 
 from mmlm.errors import MmlmError
 from mmlm.tokenizers import vqvae

@@ -1,6 +1,12 @@
-"""Running the console entry point inside the test process, and checking its one-line errors."""
+"""What several test files share: the console entry point run inside the test process, its one-line
+errors, and the errors of a loader given a bad JSON file."""
+import json
 import sys
 from types import SimpleNamespace
+
+import pytest
+
+from mmlm.errors import MmlmError
 
 
 def run_main(capsys, *args):
@@ -27,3 +33,16 @@ def assert_clean_error(r, *fragments):
     assert "Traceback" not in r.stderr + r.stdout
     for f in fragments:
         assert f in lines[0], (f, lines[0])
+
+
+def assert_bad_json_rejected(load, path, other_version: dict, broken: str, missing, missing_match: str):
+    """`load` refuses, each with one clear error, a JSON file of another format version, one that is
+    not JSON, and a missing file."""
+    path.write_text(json.dumps(other_version))
+    with pytest.raises(MmlmError, match="incompatible version"):
+        load(path)
+    path.write_text(broken)
+    with pytest.raises(MmlmError, match="unreadable"):
+        load(path)
+    with pytest.raises(MmlmError, match=missing_match):
+        load(missing)
