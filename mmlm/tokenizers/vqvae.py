@@ -31,7 +31,7 @@ from ..errors import MmlmError
 from ..jsonio import read_json
 from .image import CodeGrid
 from .image_quality import evaluate
-from .kmeans import arrays_path
+from .kmeans import arrays_path, read_arrays
 from .vqvae_fit import Progress, fit
 from .vqvae_net import build, device as torch_device, modules, nearest, to_tensor, weights
 
@@ -175,13 +175,7 @@ class VQVAETokenizer(CodeGrid):
             raise MmlmError(f"{path}: not a VQ-VAE image tokenizer (kind {meta.get('kind')!r})")
         settings = {**DEFAULTS, **meta["settings"]}
         check_settings(settings)
-        apath = path.with_name(str(meta.get("arrays", "")))
-        try:
-            blob = apath.read_bytes()
-        except OSError:
-            raise MmlmError(f"{path}: its weights file {apath.name} is missing") from None
-        if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
-            raise MmlmError(f"{apath}: checksum does not match {path.name} (file changed or corrupt)")
+        apath, blob = read_arrays(path, meta, "weights")
         try:
             state = load(blob)
         except Exception as e:  # safetensors raises its own error types
