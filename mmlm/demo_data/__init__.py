@@ -28,7 +28,7 @@ from ..modalities import KINDS
 from ..progress import Progress, silent
 from .common import stdlib_files
 from .images import build_image, build_image_text
-from .molecules import build_molecule
+from .molecules import SMILES_FILE, build_molecule
 from .speech import N_UTTERANCES, build_speech
 from .stdlib import build_code, build_text, sentences
 
@@ -57,20 +57,19 @@ def check_requirements() -> None:
                         f"(or pip install 'mmlm[demo]')")
 
 
+def _input(raw: Path, part: str) -> Path:
+    """What tokenize reads of a part: a pair's manifest, the molecules' one file, else the part's folder."""
+    if len(KINDS[part].segments) > 1:
+        return raw / part / "manifest.jsonl"
+    return raw / part / SMILES_FILE if part == "molecule" else raw / part
+
+
 def build_raw(raw_dir: str | Path, on_progress: Progress | None = None) -> dict[str, list[Path]]:
     """Write the raw demo files under `raw_dir`; returns {kind: [input paths for tokenize]}."""
     check_requirements()
     on_progress = on_progress or silent
     raw = Path(raw_dir)
-    inputs = {
-        "text": [raw / "text"],
-        "code": [raw / "code"],
-        "image": [raw / "image"],
-        "image-text": [raw / "image-text" / "manifest.jsonl"],
-        "speech": [raw / "speech"],
-        "speech-text": [raw / "speech-text" / "manifest.jsonl"],
-        "molecule": [raw / "molecule" / "rdkit_bundled.smi"],
-    }
+    inputs = {part: [_input(raw, part)] for part in PARTS}
     if all((raw / part).is_dir() for part in PARTS):
         return inputs
     files = stdlib_files()

@@ -9,6 +9,7 @@ from ..errors import MmlmError
 from ..progress import Progress
 from .common import SEED, write_lines
 
+SMILES_FILE = "rdkit_bundled.smi"  # the one file of the molecule part
 RDKIT_SMILES_FILES = [  # (path inside the rdkit package, column of the SMILES, header lines, separator)
     ("Data/NCI/first_5K.smi", 0, 0, None),
     ("Data/Pains/test_data/wehi_mols.csv", 0, 0, ","),
@@ -43,4 +44,4 @@ def build_molecule(out: Path, on_progress: Progress) -> None:
         raise MmlmError(f"{base}: found only {len(found)} SMILES in RDKit's bundled files (is RDKit complete?)")
     smiles = sorted(found)
     random.Random(SEED + 5).shuffle(smiles)
-    write_lines(out / "rdkit_bundled.smi", smiles)
+    write_lines(out / SMILES_FILE, smiles)
