@@ -243,7 +243,7 @@ def _digits(n: int) -> list:
     import numpy as np
     from PIL import Image
 
-    from mmlm.demo_data import digits
+    from mmlm.demo_data.images import digits
 
     images = digits()[0][:n]
     return [np.asarray(Image.fromarray(im).resize((32, 32), Image.Resampling.BICUBIC).convert("RGB")) for im in images]
@@ -280,7 +280,7 @@ def _utterances(n: int) -> tuple[list, str]:
     import numpy as np
 
     try:
-        from mmlm.demo_data import Espeak
+        from mmlm.demo_data.speech import Espeak
         import espeakng_loader  # noqa: F401
     except ImportError:
         rng = np.random.default_rng(0)

@@ -2,7 +2,7 @@
 and equal codebook size, on the same held-out images.
 
 Data: the demo's digit images (scikit-learn's digits, 32x32, rotated and shifted, exactly as
-`mmlm tokenize demo` writes them: `mmlm.demo_data.demo_digits`); a seeded 200 are held out, both
+`mmlm tokenize demo` writes them: `mmlm.demo_data.images.demo_digits`); a seeded 200 are held out, both
 tokenizers train on the other 1,597.
 
 - downsample 4 (an 8x8 grid, 64 codes of 256 = 512 bits per image) against k-means on 4x4 patches
@@ -42,7 +42,8 @@ def _pair(train: list, held: list, downsample: int, steps: int) -> dict:
     import torch
 
     from mmlm.tokenizers.image import ImageTokenizer
-    from mmlm.tokenizers.vqvae import VQVAETokenizer, evaluate
+    from mmlm.tokenizers.image_quality import evaluate
+    from mmlm.tokenizers.vqvae import VQVAETokenizer
 
     t0, c0 = time.perf_counter(), time.process_time()
     vq = VQVAETokenizer.train(train, eval_images=held, size=32, downsample=downsample, codebook=CODEBOOK, steps=steps,
@@ -60,7 +61,7 @@ def run(quick: bool = False) -> list[dict]:
 
     import torch
 
-    from mmlm.demo_data import demo_digits
+    from mmlm.demo_data.images import demo_digits
 
     torch.set_flush_denormal(True)
     steps = 150 if quick else 1500

@@ -1,7 +1,7 @@
 """Fit scaling laws to a results table: uni-modal per dataset, bi-modal per pair; writes laws.json, plots, report.md."""
 from __future__ import annotations
 
-import os
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -36,67 +36,50 @@ def fit(
     as_json: bool = typer.Option(False, "--json", help="Print laws.json to stdout instead of tables."),
 ) -> None:
     """Fit scaling laws to a results table: uni-modal per dataset, bi-modal per pair; writes laws.json, plots, report.md."""
-    from mmlm.errors import MmlmError
-    from mmlm.laws.forms import METHODS
-    from mmlm.laws.report import write_outputs
-    from mmlm.laws import holdout as holdouts
-    from mmlm.laws.forms import OBJECTIVES
-    from mmlm.laws.fitted import LAWS, fit_table
-    from mmlm.laws.table import read_table
+    # (long only by its option declarations: the work is mmlm.laws.fit_file.fit_results)
+    from mmlm.laws import fit_results
 
-    # (SciPy, Numba and matplotlib are imported only once the fitting and plotting start, so bad
-    # input is reported at once.)
-    if out.exists() and not out.is_dir():  # before the fit, which may take minutes
-        raise MmlmError(f"--out {out}: exists and is not a folder")
-    if method not in METHODS:
-        raise MmlmError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    holdouts.parse(holdout)
-    if objective not in OBJECTIVES:
-        raise MmlmError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    if law not in LAWS:
-        raise MmlmError(f"--law must be one of {', '.join(LAWS)}, got {law!r}")
-    if law == "data-constrained" and not unique_col:
-        raise MmlmError("--law data-constrained needs --unique-col (the unique tokens of each run)")
-    if law == "data-constrained" and (method != "fast" or objective != "huber-log"):
-        raise MmlmError("--law data-constrained is fitted by its own method on the huber-log objective; "
-                        "leave --method and --objective at their defaults")
-    from mmlm.laws.isoflop import CURVES
-
-    if isoflop_curve not in CURVES:
-        raise MmlmError(f"--isoflop-curve must be one of {', '.join(CURVES)}, got {isoflop_curve!r}")
-    if group_col and not isoflop:
-        raise MmlmError("--group-col only splits the --isoflop analysis; add --isoflop")
-    table = read_table(results, n_col, d_col, flops_col, loss_col, dataset_col, mixture_col,
-                       unique_col=unique_col, group_col=group_col)
-    if table.duplicates:
-        err_console.print(f"warning: {results}: {table.duplicates} duplicated row(s) (identical to an earlier row); "
-                          f"each is fitted as a separate point", style="yellow", highlight=False, soft_wrap=True)
-    options = dict(method=method, bootstrap=bootstrap, exclude_top_loss=exclude_top_loss, holdout=holdout,
-                   seed=seed, jobs=jobs or os.cpu_count() or 1, objective=objective,
-                   tie_exponents=tie_exponents, law=law, isoflop=isoflop,
-                   isoflop_curve=isoflop_curve)
-    if bootstrap or method == "reference":
-        with progress_bar() as bar:
-            tasks: dict[str, int] = {}
-
-            def on_progress(label: str, done: int, total: int, tokens: int = 0) -> None:
-                if label not in tasks:
-                    tasks[label] = bar.add_task(f"fit {label}", total=total)
-                bar.update(tasks[label], completed=done)
-
-            fitted = fit_table(table, on_progress=on_progress, **options)
-    else:
-        fitted = fit_table(table, **options)
-    write_outputs(fitted, out, plots=not no_plots)
-    laws = fitted.laws()
+    with _bars() as on_progress:
+        laws = fit_results(
+            results, out, n_col=n_col, d_col=d_col, flops_col=flops_col, loss_col=loss_col, dataset_col=dataset_col,
+            mixture_col=mixture_col, unique_col=unique_col, group_col=group_col, plots=not no_plots, on_warning=_warn,
+            method=method, bootstrap=bootstrap, exclude_top_loss=exclude_top_loss, holdout=holdout, seed=seed,
+            jobs=jobs, objective=objective, tie_exponents=tie_exponents, law=law, isoflop=isoflop,
+            isoflop_curve=isoflop_curve, on_progress=on_progress if bootstrap or method == "reference" else None)
     if as_json:
         print_json(laws)
         return
+    _render(laws, out, plots=not no_plots)
+
+
+def _warn(line: str) -> None:
+    err_console.print(f"warning: {line}", style="yellow", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _bars():
+    """on_progress(label, done, total, tokens): one bar per label, started at the first call (so that bad
+    input, reported before any fitting, is not drawn over a bar)."""
+    with ExitStack() as stack:
+        bar, tasks = None, {}
+
+        def on_progress(label: str, done: int, total: int, tokens: int = 0) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = stack.enter_context(progress_bar())
+            if label not in tasks:
+                tasks[label] = bar.add_task(f"fit {label}", total=total)
+            bar.update(tasks[label], completed=done)
+
+        yield on_progress
+
+
+def _render(laws: dict, out: Path, plots: bool) -> None:
+    from mmlm.laws.holdout import describe
+
     _show(laws)
     if laws.get("isoflop"):
         _show_isoflop(laws["isoflop"])
-    from mmlm.laws.holdout import describe
-
     for kind in ("unimodal", "bimodal"):
         for name, d in laws[kind].items():
             if d.get("law") == "data-constrained":
@@ -109,7 +92,7 @@ def fit(
                 console.print(f"[yellow]warning (!):[/] {escape(name)}: {escape(w)}", markup=True)
     _show_identifiability(laws)
     console.print(f"wrote [bold]{escape(str(out / 'laws.json'))}[/] and [bold]{escape(str(out / 'report.md'))}[/]"
-                  + ("" if no_plots else " with the plots"), markup=True)
+                  + ("" if not plots else " with the plots"), markup=True)
 
 
 def _show_isoflop(iso: dict) -> None:

@@ -50,6 +50,35 @@ def _kv_table(title: str, rows: dict) -> None:
     console.print(t)
 
 
+def _show(out: dict, title: str, as_json: bool) -> None:
+    """A one-law answer: JSON, or a table of its fields."""
+    if as_json:
+        print_json(out)
+    else:
+        _kv_table(title, out)
+
+
+def _pair_law(laws_path: Path, pair: str, force: bool, uni: bool = False):
+    """(laws, pair key, BimodalLaw, forced line or None) of the pair named `pair`; see `_identified`."""
+    from mmlm.laws.fitted import bimodal_law, load_laws
+
+    laws = load_laws(laws_path)
+    key, law = bimodal_law(laws, pair)
+    return laws, key, law, _identified(laws, key, force, uni=uni)
+
+
+def _json_or_forced(res: dict, forced: str | None, as_json: bool) -> bool:
+    """Record the --force line in `res`; print `res` as JSON (True: nothing else to show) or the line."""
+    if forced:
+        res["forced"] = forced
+    if as_json:
+        print_json(res)
+        return True
+    if forced:
+        console.print(f"[bold red]{escape(forced)}[/]", markup=True)
+    return False
+
+
 def _positive(name: str, v: float) -> float:
     import math
 
@@ -76,11 +105,7 @@ def predict(
     _positive("--d", d)
     name, law = any_law(load_laws(laws_path), dataset)
     loss = float(law.predict(n, d / 2, d / 2) if isinstance(law, BimodalLaw) else law.predict(n, d))
-    out = {"dataset": name, "n": n, "d": d, "loss": loss}
-    if as_json:
-        print_json(out)
-    else:
-        _kv_table(f"predicted loss ({name})", out)
+    _show({"dataset": name, "n": n, "d": d, "loss": loss}, f"predicted loss ({name})", as_json)
 
 
 @app.command("optimal")
@@ -96,11 +121,8 @@ def optimal(
 
     name, law = any_law(load_laws(laws_path), dataset)
     res = optimal_point(law, flops)
-    out = {"dataset": name, "flops": res["flops"], "n": res["n"], "d": res["d"], "loss": res["loss"]}
-    if as_json:
-        print_json(out)
-    else:
-        _kv_table(f"compute-optimal point ({name})", out)
+    _show({"dataset": name, "flops": res["flops"], "n": res["n"], "d": res["d"], "loss": res["loss"]},
+          f"compute-optimal point ({name})", as_json)
 
 
 @app.command("barrier")
@@ -117,21 +139,13 @@ def barrier(
     from rich.table import Table
 
     from mmlm.laws.planning import barrier as barrier_of
-    from mmlm.laws.fitted import bimodal_law, load_laws
 
-    laws = load_laws(laws_path)
-    key, law = bimodal_law(laws, pair)
-    forced = _identified(laws, key, force)
+    laws, key, law, forced = _pair_law(laws_path, pair, force)
     res = barrier_of(law, n, d, points)
     res = {"pair": key, **res, "ci_barrier": laws["bimodal"][key].get("ci_barrier"),
            "identifiable": laws["bimodal"][key].get("identifiable")}
-    if forced:
-        res["forced"] = forced
-    if as_json:
-        print_json(res)
+    if _json_or_forced(res, forced, as_json):
         return
-    if forced:
-        console.print(f"[bold red]{escape(forced)}[/]", markup=True)
     console.print(f"[bold]{escape(key)}[/]: synergy C = {_num(res['C'])}; competition A/N^alpha + B/D^beta with "
                   f"A = {_num(res['A'])}, alpha = {_num(res['alpha'])}, B = {_num(res['B'])}, beta = {_num(res['beta'])}",
                   markup=True)
@@ -167,19 +181,11 @@ def plan(
     from rich.table import Table
 
     from mmlm.laws.planning import plan as plan_of
-    from mmlm.laws.fitted import bimodal_law, load_laws
 
-    laws = load_laws(laws_path)
-    key, law = bimodal_law(laws, datasets)
-    forced = _identified(laws, key, force, uni=True)
+    _, key, law, forced = _pair_law(laws_path, datasets, force, uni=True)
     res = {"pair": key, **plan_of(law, flops)}
-    if forced:
-        res["forced"] = forced
-    if as_json:
-        print_json(res)
+    if _json_or_forced(res, forced, as_json):
         return
-    if forced:
-        console.print(f"[bold red]{escape(forced)}[/]", markup=True)
     i, j = key.split("|", 1)
     m, s = res["mixed"], res["separate"]
     t = Table(title=f"{key} at C = {_num(res['flops'])} FLOPs: mean loss of the two datasets")

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
-
-from mmlm.errors import MmlmError
 
 from .common import console, err_console, print_error, print_json, progress_bar
 
@@ -29,27 +28,14 @@ def sweep(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Run a grid of model sizes x token (or FLOP) budgets x mixtures; resumable; writes DIR/results.csv."""
-    from mmlm.sweep import GridError, ensure_demo_data, load_grid, run_sweep
-    from mmlm.sweep.demo import PRESETS, demo_data_missing, preset_grid
+    # (long only by its option declarations: the work is mmlm.sweep's sweep_grid and run_sweep)
+    from mmlm.sweep import GridError, run_sweep
+    from mmlm.sweep.grid_source import sweep_grid
 
-    if (grid is None) == (preset is None):
-        raise MmlmError(f"give a grid file or --preset {'|'.join(PRESETS)} (exactly one)")
-    if out.exists() and not out.is_dir():  # before any work (the demo preset may build its data first)
-        raise MmlmError(f"--out {out}: exists and is not a folder")
     try:
-        if preset is not None:
-            if preset not in PRESETS:
-                raise MmlmError(f"--preset {preset!r}: unknown preset (known: {', '.join(PRESETS)})")
-            data = data or Path("data/demo")
-            if jobs is None and launcher == "local":
-                from mmlm.sweep.launch import cpu_count
-
-                jobs = cpu_count()  # tiny models: one process per core beats threads
-            if not dry_run and demo_data_missing(data):
-                _build_demo_data(data, ensure_demo_data)
-            the_grid = preset_grid(preset, data)
-        else:
-            the_grid = load_grid(grid, data=data)
+        with _demo_data_bar() as on_progress:
+            the_grid, jobs = sweep_grid(grid, preset, out=out, data=data, jobs=jobs, launcher=launcher,
+                                        dry_run=dry_run, on_data_progress=on_progress)
     except GridError as e:
         for problem in e.problems:
             print_error(problem)
@@ -76,14 +62,20 @@ def sweep(
         raise typer.Exit(1)
 
 
-def _build_demo_data(data: Path, ensure) -> None:
-    with progress_bar() as bar:
-        task = bar.add_task("demo data", total=None)
+@contextmanager
+def _demo_data_bar():
+    """on_progress(stage, done, total, tokens) of the demo data build: a bar, started at the first call."""
+    with ExitStack() as stack:
+        bar = task = None
 
         def on_progress(stage, done, total, tokens=0):
+            nonlocal bar, task
+            if bar is None:
+                bar = stack.enter_context(progress_bar())
+                task = bar.add_task("demo data", total=None)
             bar.update(task, description=f"demo data: {stage}", completed=done, total=total or None)
 
-        ensure(data, on_progress=on_progress)
+        yield on_progress
 
 
 def _plan_table(runs):

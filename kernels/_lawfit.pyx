@@ -88,6 +88,8 @@ cdef void _solve5(double* A, double* x) noexcept nogil:
         x[c] /= A[c * 5 + c]
 
 
+# One long function on purpose: its inner loops are typed C (calls to Python helpers per iteration
+# would cost what compiling saves), and lawfit_ref.polish mirrors it step by step for the twin test.
 def polish(theta0, const double[::1] log_n, const double[::1] log_d, const double[::1] log_loss,
            const double[::1] base, double sign, const double[::1] weights, double delta,
            const double[::1] lo, const double[::1] hi, int max_iter, int kind, bint tie,

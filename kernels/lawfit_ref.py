@@ -75,6 +75,8 @@ def solve5(A, b):
     return x
 
 
+# One long function on purpose: it mirrors _lawfit.pyx's polish step by step (whose C loops cannot
+# call out cheaply), so that the twin test compares the same algorithm.
 def polish(theta0, log_n, log_d, log_loss, base, sign, weights, delta, lo, hi, max_iter, kind, tie, rel_tol=1e-15):
     """Iteratively reweighted Gauss-Newton with Levenberg-Marquardt damping, within the bounds.
     kind 1 (lsq) is plain Gauss-Newton on the loss; tie keeps alpha = beta (one step for both)."""

@@ -11,16 +11,17 @@ from mmlm.shards import DatasetWriter
 from mmlm.sweep import GridError, load_grid, parse_grid, run_id
 from mmlm.vocab import Vocab
 
-GRID = """
-data = "{data}"
-sizes = ["pico", "nano"]
-tokens = [4096, 8192]
-[mixtures.text]
+MIXTURES = """[mixtures.text]
 text = 1.0
 [mixtures."text+code"]
 text = 0.5
 code = 0.5
-[train]
+"""  # one uni-modal and one mixed run per size and budget (the sweep tests share it)
+GRID = """
+data = "{data}"
+sizes = ["pico", "nano"]
+tokens = [4096, 8192]
+""" + MIXTURES + """[train]
 seq_len = 32
 batch_tokens = 512
 """
@@ -315,3 +316,26 @@ def test_cli_demo_dry_run(tmp_path):
     assert len(runs) == len(preset_grid("demo", data).runs) and {x["action"] for x in runs} == {"new"}
     r = run_cli("sweep", "--preset", "nope", "--out", str(tmp_path / "out"))
     assert r.returncode == 1 and "unknown preset" in r.stderr
+
+
+def test_sweep_grid_builds_a_presets_missing_data_except_on_a_dry_run(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from mmlm.errors import MmlmError
+    from mmlm.sweep import demo
+    from mmlm.sweep.grid_source import sweep_grid
+
+    built = []
+    monkeypatch.setattr(demo, "ensure_demo_data", lambda data, on_progress=None: built.append((Path(data), on_progress)))
+    monkeypatch.setattr(demo, "preset_grid", lambda name, data: (name, Path(data)))
+    hear = print  # any callable: it must reach the build
+    assert sweep_grid(None, "demo", out=tmp_path / "o", data=tmp_path / "d", jobs=3, dry_run=True) == (
+        ("demo", tmp_path / "d"), 3)
+    assert built == []
+    sweep_grid(None, "demo", out=tmp_path / "o", data=tmp_path / "d", jobs=3, on_data_progress=hear)
+    assert built == [(tmp_path / "d", hear)]
+    with pytest.raises(MmlmError, match="exactly one"):
+        sweep_grid(tmp_path / "g.toml", "demo", out=tmp_path / "o")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(MmlmError, match="not a folder"):
+        sweep_grid(None, "demo", out=tmp_path / "f")

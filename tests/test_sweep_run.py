@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from test_sweep_grid import make_data
+from test_sweep_grid import MIXTURES, make_data
 
 from mmlm.sweep import load_grid, plan_sweep, run_sweep
 
@@ -17,12 +17,7 @@ GRID = """
 data = "{data}"
 sizes = ["pico"]
 tokens = [{tokens}]
-[mixtures.text]
-text = 1.0
-[mixtures."text+code"]
-text = 0.5
-code = 0.5
-[train]
+""" + MIXTURES + """[train]
 seq_len = 32
 batch_tokens = 256
 eval_tokens = 256

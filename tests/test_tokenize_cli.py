@@ -7,9 +7,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
+
+from helpers import assert_clean_error, run_main
 
 from mmlm.shards import Dataset, list_datasets
 
@@ -19,32 +20,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 def mmlm(*args, **kw):
     return subprocess.run([sys.executable, "-m", "mmlm.cli.main", *map(str, args)], capture_output=True,
                           text=True, env=ENV, **kw)
-
-
-def run_main(capsys, *args):
-    """The same entry point in this process (no interpreter start-up): exit code and captured output."""
-    from mmlm.cli.main import main
-
-    saved, sys.argv = sys.argv, ["mmlm", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = saved
-    out, err = capsys.readouterr()
-    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-
-def assert_clean_error(r, *fragments):
-    """Exit code 1, exactly one stderr line `error: ...` holding every fragment, no traceback."""
-    assert r.returncode == 1, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert "Traceback" not in r.stderr + r.stdout
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
 
 
 def test_text_info_and_decode_end_to_end(tmp_path, capsys):

@@ -4,19 +4,20 @@ import json
 import numpy as np
 import pytest
 
-from mmlm import demo_data
+from mmlm.demo_data import common, speech, stdlib
+from mmlm.demo_data import images as demo_images
 from mmlm.errors import MmlmError
 
 
 def test_digits_are_read_like_sklearn_without_importing_it():
-    images, labels = demo_data.digits()
+    images, labels = demo_images.digits()
     assert images.shape == (1797, 8, 8) and images.dtype == np.uint8 and images.max() == 255
     assert sorted(set(labels.tolist())) == list(range(10))
 
 
 def test_espeak_speaks_a_sentence():
     pytest.importorskip("espeakng_loader")
-    tts = demo_data.Espeak.get()
+    tts = speech.Espeak.get()
     pcm = tts.say("The quick brown fox.", "en-us", rate=170, pitch=50)
     assert tts.sample_rate == 22050 and pcm.dtype == np.int16
     assert 0.5 < pcm.size / tts.sample_rate < 3.0 and np.abs(pcm).max() > 1000
@@ -25,7 +26,7 @@ def test_espeak_speaks_a_sentence():
 
 
 def test_sentences_for_speech_are_short_and_plain():
-    sentences = demo_data._sentences(demo_data._stdlib_files(), 50)
+    sentences = stdlib.sentences(common.stdlib_files(), 50)
     assert len(set(sentences)) == 50
     for s in sentences:
         assert s.endswith(".") and 4 <= len(s.split()) <= 14 and s.isascii()

@@ -1,9 +1,10 @@
 """The text BPE and the SMILES tokenizer, and the raw-input readers."""
-import json
 import struct
 
 import numpy as np
 import pytest
+
+from helpers import assert_bad_json_rejected
 
 from mmlm import readers
 from mmlm.errors import MmlmError
@@ -51,15 +52,8 @@ def test_bpe_learns_merges_and_reloads_identically(bpe, tmp_path):
 def test_bpe_bad_files_and_settings(tmp_path):
     with pytest.raises(MmlmError, match="at least 256"):
         BPETokenizer.train(["x"], vocab_size=100)
-    p = tmp_path / "text.json"
-    p.write_text(json.dumps({"format": "mmlm-bpe/0"}))
-    with pytest.raises(MmlmError, match="incompatible version"):
-        BPETokenizer.load(p)
-    p.write_text("{")
-    with pytest.raises(MmlmError, match="unreadable"):
-        BPETokenizer.load(p)
-    with pytest.raises(MmlmError, match="none.json: no such file"):
-        BPETokenizer.load(tmp_path / "none.json")
+    assert_bad_json_rejected(BPETokenizer.load, tmp_path / "text.json", {"format": "mmlm-bpe/0"}, "{",
+                             tmp_path / "none.json", "none.json: no such file")
 
 
 SMILES = ["CC(=O)Oc1ccccc1C(=O)O", "C[C@@H](N)C(=O)O", "c1ccc2ccccc2c1", "[Na+].[Cl-]", "BrCCCl",

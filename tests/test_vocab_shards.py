@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import assert_bad_json_rejected
+
 from mmlm import atomic
 from mmlm.errors import MmlmError
 from mmlm.shards import Dataset, DatasetWriter, list_datasets
@@ -43,15 +45,9 @@ def test_vocab_ranges_are_appended_and_never_overlap(tmp_path):
 
 
 def test_vocab_rejects_other_versions_and_garbage(tmp_path):
-    p = tmp_path / "vocab.json"
-    p.write_text(json.dumps({"format": "mmlm-vocab/999", "special": {}, "ranges": {}, "tokenizers": {}}))
-    with pytest.raises(MmlmError, match="incompatible version"):
-        Vocab.load(p)
-    p.write_text("{not json")
-    with pytest.raises(MmlmError, match="unreadable"):
-        Vocab.load(p)
-    with pytest.raises(MmlmError, match="no vocabulary"):
-        Vocab.load(tmp_path / "missing.json")
+    assert_bad_json_rejected(Vocab.load, tmp_path / "vocab.json",
+                             {"format": "mmlm-vocab/999", "special": {}, "ranges": {}, "tokenizers": {}}, "{not json",
+                             tmp_path / "missing.json", "no vocabulary")
 
 
 def test_dataset_round_trip_and_checksums(tmp_path):

@@ -1,18 +1,19 @@
 """The learnt image tokenizer (mmlm.tokenizers.vqvae): shapes, seeds, files, code-use monitoring,
-quality measures on planted cases, bad input, and the tokenize -> decode -> generate path."""
+bad input, and the tokenize -> decode -> generate path."""
+import functools
 import json
-import math
 import shutil
-import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import assert_clean_error, run_main
+
 from mmlm.errors import MmlmError
 from mmlm.tokenizers import vqvae
-from mmlm.tokenizers.vqvae import VQVAETokenizer, code_usage, evaluate, psnr, ssim
+from mmlm.tokenizers.vqvae import VQVAETokenizer
+from mmlm.tokenizers.vqvae_net import Quantizer
 
 # tiny: 8 px images, a 4 x 4 code grid of 8 codes, narrow network, a few steps
 TINY = dict(size=8, downsample=2, codebook=8, channels=16, latent_dim=4, steps=6, batch=8)
@@ -74,21 +75,11 @@ def test_save_load_identity(tok, tmp_path):
         np.testing.assert_array_equal(back.decode(ids), tok.decode(ids))
 
 
-def test_code_usage_on_planted_counts():
-    # 4 of 16 codes drawn equally often: usage 1/4, perplexity 4
-    u = code_usage(np.repeat([0, 3, 7, 9], 25), 16)
-    assert u["usage"] == 0.25 and math.isclose(u["perplexity"], 4.0)
-    # one code 3/4 of the time, another 1/4: perplexity exp(H) with H the entropy
-    h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
-    u = code_usage(np.array([1, 1, 1, 2]), 4)
-    assert u["usage"] == 0.5 and math.isclose(u["perplexity"], math.exp(h))
-
-
 def test_dead_codes_are_restarted_onto_encoder_outputs():
     """Entries far from every input are never assigned; the restart moves them onto inputs."""
     data = torch.randn(200, 4)
     embed = torch.cat([data[:2].clone(), torch.full((6, 4), 100.0)])  # 6 entries no input is near
-    q = vqvae._Quantizer(embed, decay=0.5, dead_below=0.2)
+    q = Quantizer(embed, decay=0.5, dead_below=0.2)
     idx = q.assign(data)
     assert set(idx.tolist()) <= {0, 1}
     gen = torch.Generator().manual_seed(0)
@@ -99,36 +90,10 @@ def test_dead_codes_are_restarted_onto_encoder_outputs():
     assert (q.embed.abs() < 50).all()  # every entry now lies among the data
     assert len(set(q.assign(data).tolist())) > 2
     # without restarts (threshold 0) the far entries stay dead
-    q0 = vqvae._Quantizer(torch.cat([data[:2].clone(), torch.full((6, 4), 100.0)]), decay=0.5, dead_below=0.0)
+    q0 = Quantizer(torch.cat([data[:2].clone(), torch.full((6, 4), 100.0)]), decay=0.5, dead_below=0.0)
     for _ in range(4):
         assert q0.update(data, q0.assign(data), gen) == 0
     assert set(q0.assign(data).tolist()) <= {0, 1}
-
-
-def test_psnr_and_ssim_on_planted_images():
-    x = np.zeros((2, 12, 12, 3))
-    y = x + 0.1  # MSE 0.01: 20 dB
-    np.testing.assert_allclose(psnr(x, y), [20.0, 20.0])
-    np.testing.assert_allclose(ssim(x, x), [1.0, 1.0])
-    # flat images a, b: SSIM = (2ab + C1) / (a^2 + b^2 + C1)
-    a, b, c1 = 0.3, 0.5, 0.01 ** 2
-    np.testing.assert_allclose(ssim(np.full((1, 12, 12, 3), a), np.full((1, 12, 12, 3), b)),
-                               [(2 * a * b + c1) / (a * a + b * b + c1)], rtol=1e-9)
-    rng = np.random.default_rng(0)
-    img = rng.random((1, 16, 16, 3))
-    small, large = [ssim(img, np.clip(img + rng.normal(0, s, img.shape), 0, 1))[0] for s in (0.02, 0.2)]
-    assert 1 > small > large
-
-
-def test_evaluate_measures_the_kmeans_tokenizer_too():
-    from mmlm.tokenizers.image import ImageTokenizer, reconstruction_error
-
-    images = blobs(10)
-    km = ImageTokenizer.train(images, size=8, patch=2, codebook=8)
-    rep = evaluate(km, images)
-    assert rep["codes_per_image"] == 16 and rep["bits_per_image"] == 48
-    assert math.isclose(rep["psnr"], float(np.mean([10 * np.log10(1 / reconstruction_error(km, [im])) for im in images])),
-                        abs_tol=1e-3)
 
 
 def test_bad_input_is_a_one_line_error(tok, tmp_path):
@@ -162,29 +127,7 @@ def test_bad_input_is_a_one_line_error(tok, tmp_path):
 @pytest.fixture
 def mmlm(capsys):
     """The console entry point run in this process (no interpreter start-up): exit code and output."""
-    from mmlm.cli.main import main
-
-    def call(*args):
-        saved, sys.argv = sys.argv, ["mmlm", *map(str, args)]
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-        finally:
-            sys.argv = saved
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-    return call
-
-
-def assert_clean_error(r, *fragments):
-    assert r.returncode == 1, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
+    return functools.partial(run_main, capsys)
 
 
 def write_pngs(folder, images):
@@ -300,13 +243,13 @@ def test_demo_option_trains_the_vqvae_for_both_image_datasets(tmp_path, monkeypa
 def test_demo_digits_are_the_demo_pngs(tmp_path, monkeypatch):
     from PIL import Image
 
-    from mmlm import demo_data
+    from mmlm.demo_data import images
 
-    first = demo_data.digits()[0][:5], demo_data.digits()[1][:5]
-    monkeypatch.setattr(demo_data, "digits", lambda: first)  # five digits and no photos: fast
-    monkeypatch.setattr(demo_data, "N_PHOTO_CROPS", 0)
-    digits = demo_data.demo_digits()
-    demo_data._build_image(tmp_path, lambda *a: None)
+    first = images.digits()[0][:5], images.digits()[1][:5]
+    monkeypatch.setattr(images, "digits", lambda: first)  # five digits and no photos: fast
+    monkeypatch.setattr(images, "N_PHOTO_CROPS", 0)
+    digits = images.demo_digits()
+    images.build_image(tmp_path, lambda *a: None)
     assert len(digits) == 5 and digits[0].shape == (32, 32, 3)
     for i in range(5):
         with Image.open(tmp_path / f"digit_{i:04d}.png") as im:

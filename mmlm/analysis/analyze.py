@@ -54,15 +54,46 @@ def analyze_path(
     out/analysis.json (last, atomically) and the plots. `on_progress(stage, done, total)` follows
     the slow parts (stages "reading runs", "plotting").
     """
+    plateau_rule, spike_rule = _check_rules(plateau_rule, spike_rule)
+    law_table = read_laws(laws) if laws else None
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise MmlmError(f"--out {out}: exists and is not a folder")
+    single, runs, mixed, notes = _read_runs(path, on_progress)
+    result, found_plateaus = _per_run(path, runs, mixed, plateau_rule, spike_rule)
+    share = {rid: p.any_fraction for rid, p in found_plateaus.items()}
+    result["by_size"] = by_size(mixed, share, result["spikes"], law_table)
+    result["batch_size"] = batch_size(mixed, law_table)
+    result["competition"] = _competition(mixed, runs, single, notes)
+    if single:
+        notes.append("competition and batch size need a sweep (uni-modal runs, several batch sizes)")
+    result["settings"] = {
+        "plateau": asdict(plateau_rule),
+        "plateau_resolved": {rid: {"window": p.window, "min_len": p.min_len} for rid, p in found_plateaus.items()},
+        "spike": asdict(spike_rule),
+        "laws": str(laws) if laws else None,
+    }
+    result["notes"] = notes
+    result["plots"] = []
+    if out is not None and make_plots:
+        result["plots"] = _write_plots(Path(out), runs, found_plateaus, result, on_progress)
+    result = _jsonable(result)
+    if out is not None:
+        atomic.write_json(Path(out) / "analysis.json", result)
+    return result
+
+
+def _check_rules(plateau_rule: PlateauRule | None, spike_rule: SpikeRule | None) -> tuple[PlateauRule, SpikeRule]:
     plateau_rule = plateau_rule or PlateauRule()
     plateau_rule.check()
     spike_rule = spike_rule or SpikeRule()
     if spike_rule.k <= 0 or spike_rule.window < 1 or spike_rule.min_history < 1:
         raise MmlmError(f"spike rule: k must be > 0 and window, min-history at least 1 (got {asdict(spike_rule)})")
-    law_table = read_laws(laws) if laws else None
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise MmlmError(f"--out {out}: exists and is not a folder")
+    return plateau_rule, spike_rule
 
+
+def _read_runs(path: str | Path, on_progress) -> tuple[bool, list[RunRecord], list[RunRecord], list[str]]:
+    """(one run folder?, the runs with two or more logged steps, the mixed ones among them, notes);
+    a one-line error when nothing mixed is left to analyse."""
     dirs = find_run_dirs(path)
     single = len(dirs) == 1 and dirs[0] == Path(path)
     runs: list[RunRecord] = []
@@ -84,7 +115,12 @@ def analyze_path(
         raise MmlmError(f"{dirs[0] / 'metrics.jsonl'}: one dataset only ({found}); {need}")
     if not mixed:
         raise MmlmError(f"{path}: none of its {len(dirs)} runs is mixed; {need}")
+    return single, runs, mixed, notes
 
+
+def _per_run(path, runs: list[RunRecord], mixed: list[RunRecord], plateau_rule: PlateauRule, spike_rule: SpikeRule):
+    """The result's per-run parts (run facts and spikes for every run, plateaus for the mixed ones),
+    and the plateaus found, by run id."""
     result: dict = {"path": str(path), "runs": {}, "plateaus": {}, "plateau_fraction": {}, "spikes": {},
                     "spike_steps": {}}
     found_plateaus = {}
@@ -98,36 +134,22 @@ def analyze_path(
         found_plateaus[r.id] = p
         result["plateaus"][r.id] = p.intervals
         result["plateau_fraction"][r.id] = p.fraction
+    return result, found_plateaus
 
-    share = {rid: p.any_fraction for rid, p in found_plateaus.items()}
-    result["by_size"] = by_size(mixed, share, result["spikes"], law_table)
-    result["batch_size"] = batch_size(mixed, law_table)
-    result["competition"] = {}
+
+def _competition(mixed: list[RunRecord], runs: list[RunRecord], single: bool, notes: list[str]) -> dict:
+    """The competition ratio of each mixed pair run against its uni-modal references; why not, in `notes`."""
+    out = {}
     for r in mixed:
         if r.pair is None:
             notes.append(f"competition: {r.id} has {len(r.datasets)} datasets; the ratio is defined for a pair")
             continue
         c, why = competition(r, runs)
         if c:
-            result["competition"][r.id] = c
+            out[r.id] = c
         elif not single:
             notes.append(f"competition: {why}")
-    if single:
-        notes.append("competition and batch size need a sweep (uni-modal runs, several batch sizes)")
-    result["settings"] = {
-        "plateau": asdict(plateau_rule),
-        "plateau_resolved": {rid: {"window": p.window, "min_len": p.min_len} for rid, p in found_plateaus.items()},
-        "spike": asdict(spike_rule),
-        "laws": str(laws) if laws else None,
-    }
-    result["notes"] = notes
-    result["plots"] = []
-    if out is not None and make_plots:
-        result["plots"] = _write_plots(Path(out), runs, found_plateaus, result, on_progress)
-    result = _jsonable(result)
-    if out is not None:
-        atomic.write_json(Path(out) / "analysis.json", result)
-    return result
+    return out
 
 
 def _write_plots(out: Path, runs: list[RunRecord], found: dict, result: dict, on_progress=None) -> list[str]:

@@ -7,13 +7,14 @@
 
 Modules: forms (formulas, objective), fitting (reference and fast methods, bootstrap), unimodal,
 bimodal, table (reading results CSVs), fitted (fitting a table, laws.json), planning (optimal size,
-barrier, mixed vs separate), report (plots, report.md, fit_results), synthetic (tables from known laws).
+barrier, mixed vs separate), fit_file (fit_results: a CSV in, laws.json, plots and report.md out),
+report (plots, report.md), synthetic (tables from known laws).
 Names are imported lazily, so reading a table does not pull in SciPy and Numba.
 """
 import importlib
 
 _WHERE = {
-    "UnimodalLaw": "unimodal", "BimodalLaw": "bimodal", "fit_results": "report", "fit_table": "fitted",
+    "UnimodalLaw": "unimodal", "BimodalLaw": "bimodal", "fit_results": "fit_file", "fit_table": "fitted",
     "load_laws": "fitted", "read_table": "table", "optimal": "planning", "barrier": "planning", "plan": "planning",
 }
 __all__ = list(_WHERE)

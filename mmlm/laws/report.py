@@ -1,5 +1,5 @@
-"""The files `mmlm fit` writes: laws.json, PNG plots (matplotlib figures on the Agg canvas) and report.md; `fit_results`
-reads a results CSV, fits it (results.py) and writes them.
+"""The files `mmlm fit` writes: laws.json, PNG plots (matplotlib figures on the Agg canvas) and report.md
+(`fit_file.fit_results` reads a results CSV, fits it (fitted.py) and writes them with `write_outputs`).
 
 Everything is rendered in memory first and then written file by file atomically, so a failure
 while plotting leaves no half-written output.
@@ -18,8 +18,7 @@ from mmlm import atomic
 from mmlm.errors import MmlmError
 
 from . import planning
-from .fitted import SAME_SIZE, Fitted, fit_table
-from .table import read_table
+from .fitted import SAME_SIZE, Fitted
 
 
 def _slug(name: str) -> str:
@@ -202,31 +201,13 @@ def report_markdown(fitted: Fitted, images: dict[str, str]) -> str:
         "Objective: sum of Huber(delta = 1e-3) of log-loss residuals. Coefficients are the unrounded fitted values "
         "(laws.json has full precision).",
         "",
-    ] + identifiability_lines(laws) + [
-        "## Uni-modal laws: L(N, D) = E + A / N^alpha + B / D^beta",
-        "",
-        "| dataset | E | A | B | alpha | beta | objective | points | holdout error | warnings |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, d in laws["unimodal"].items():
-        lines.append(
-            f"| {_md(name)} | " + " | ".join(_with_ci(d, k) for k in ("E", "A", "B", "alpha", "beta"))
-            + f" | {_fmt(d['objective'])} | {d['n_points']} | {_fmt(d['holdout_error'])} | "
-            + ("; ".join(d["warnings"]) or "-") + " |"
-        )
+    ] + identifiability_lines(laws)
+    lines += _law_table("Uni-modal laws: L(N, D) = E + A / N^alpha + B / D^beta", "dataset", laws["unimodal"],
+                        ("E", "A", "B", "alpha", "beta"), holdout=True)
     if laws["bimodal"]:
-        lines += [
-            "",
-            "## Bi-modal laws: L(N, Di, Dj) = [Li(N, Di) + Lj(N, Dj)] / 2 - C + A / N^alpha + B / (Di + Dj)^beta",
-            "",
-            "| pair | C | A | B | alpha | beta | objective | points | warnings |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for key, d in laws["bimodal"].items():
-            lines.append(
-                f"| {_md(key)} | " + " | ".join(_with_ci(d, k) for k in ("C", "A", "B", "alpha", "beta"))
-                + f" | {_fmt(d['objective'])} | {d['n_points']} | " + ("; ".join(d["warnings"]) or "-") + " |"
-            )
+        lines += [""] + _law_table(
+            "Bi-modal laws: L(N, Di, Dj) = [Li(N, Di) + Lj(N, Dj)] / 2 - C + A / N^alpha + B / (Di + Dj)^beta",
+            "pair", laws["bimodal"], ("C", "A", "B", "alpha", "beta"), holdout=False)
     lines += _holdout_section(laws) + _datacon_section(laws) + _isoflop_section(laws)
     if images:
         lines += ["", "## Plots", ""]
@@ -266,6 +247,19 @@ def write_outputs(fitted: Fitted, out: str | Path, plots: bool = True) -> list[P
         atomic.write_bytes(out / fname, data)
         written.append(out / fname)
     return written
+
+
+def _law_table(title: str, first: str, laws_of_kind: dict, params: tuple, holdout: bool) -> list[str]:
+    """A section: one row per law, its coefficients (with intervals), objective, points, (holdout error,) warnings."""
+    cols = [first, *params, "objective", "points", *(["holdout error"] if holdout else []), "warnings"]
+    lines = [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, d in laws_of_kind.items():
+        lines.append(
+            f"| {_md(name)} | " + " | ".join(_with_ci(d, k) for k in params)
+            + f" | {_fmt(d['objective'])} | {d['n_points']} | "
+            + (f"{_fmt(d['holdout_error'])} | " if holdout else "") + ("; ".join(d["warnings"]) or "-") + " |"
+        )
+    return lines
 
 
 def _holdout_section(laws: dict) -> list[str]:
@@ -308,16 +302,3 @@ def _isoflop_section(laws: dict) -> list[str]:
                    f"{_with_ci(g, 'a') if g['a'] is not None else '-'} | {_with_ci(g, 'b') if g['b'] is not None else '-'} | "
                    f"{_fmt(ll.get('E'))} | {_fmt(ll.get('A'))} | {_fmt(ll.get('alpha'))} |")
     return out
-
-
-def fit_results(
-    csv_path: str | Path, out: str | Path | None = None, *, n_col=None, d_col=None, flops_col=None,
-    loss_col=None, dataset_col=None, mixture_col=None, plots: bool = True, **fit_options,
-) -> dict:
-    """Read a results CSV, fit every law, and (given `out`) write laws.json, plots and report.md there.
-    Returns the laws.json dict."""
-    table = read_table(csv_path, n_col, d_col, flops_col, loss_col, dataset_col, mixture_col)
-    fitted = fit_table(table, **fit_options)
-    if out is not None:
-        write_outputs(fitted, out, plots=plots)
-    return fitted.laws()

@@ -75,7 +75,7 @@ class UnimodalLaw(forms.FittedParams):
             "holdout_error": self.holdout_error_, "holdout": getattr(self, "holdout_", None),
             "fit_objective": getattr(self, "objective", "huber-log"), "tie_exponents": getattr(self, "tie_exponents", False),
             "warnings": list(self.warnings_),
-            **getattr(self, "extra_", {}),  # identifiable, why, sigma (results.py)
+            **getattr(self, "extra_", {}),  # identifiable, why, sigma (fitted.py)
         }
 
     @classmethod

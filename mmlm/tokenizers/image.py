@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import MmlmError
-from .kmeans import check_ids, kmeans, load_files, nearest, save_files
+from .kmeans import check_ids, kmeans, load_array, load_files, nearest, save_files
 
 KIND = "image"
 VIS_PIXELS = 256  # side of the false-colour picture of an external code grid (about)
@@ -81,12 +81,7 @@ def load_codes(path: str | Path, codebook: int | None = None) -> np.ndarray:
     """Read external code grids from a .npy file: int array [n_images, h, w], values >= 0
     (and < `codebook` when given). Returns int64 [n, h, w]."""
     path = Path(path)
-    try:
-        a = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise MmlmError(f"{path}: file not found") from None
-    except (OSError, ValueError) as e:
-        raise MmlmError(f"{path}: not a readable .npy array ({e})") from None
+    a = load_array(path, ".npy")
     if not isinstance(a, np.ndarray):
         raise MmlmError(f"{path}: expected one .npy array of code grids, found an archive")
     return check_code_grids(a, codebook, str(path))
@@ -106,7 +101,37 @@ def check_code_grids(grids: np.ndarray, codebook: int | None, what: str) -> np.n
     return grids.astype(np.int64)
 
 
-class ImageTokenizer:
+class CodeGrid:
+    """The face both image tokenizers share: a square grid of size // cell codes per image from a
+    `codebook`-entry codebook, read from `_settings` (`CELL`: the setting giving one code's side in pixels)."""
+
+    CELL = "patch"
+    _settings: dict
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self._settings["codebook"])
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, columns) of codes per image."""
+        g = self._settings["size"] // self._settings[self.CELL]
+        return g, g
+
+    @property
+    def codes_per_image(self) -> int:
+        h, w = self.grid
+        return h * w
+
+    def check_codes(self, ids: np.ndarray) -> np.ndarray:
+        """`ids` as int64 when they are one image's codes, else a one-line error."""
+        ids = check_ids(ids, self.n_tokens, "image codes")
+        if ids.size != self.codes_per_image:
+            raise MmlmError(f"image codes: got {ids.size} codes, an image has {self.codes_per_image}")
+        return ids
+
+
+class ImageTokenizer(CodeGrid):
     """Images <-> fixed grids of codes. Build with `train`, `random`, `from_codes` or `load`."""
 
     def __init__(self, settings: dict, codebook: np.ndarray | None = None):
@@ -168,22 +193,11 @@ class ImageTokenizer:
         return self._settings["mode"] == "external"
 
     @property
-    def n_tokens(self) -> int:
-        return int(self._settings["codebook"])
-
-    @property
     def grid(self) -> tuple[int, int]:
-        """(rows, columns) of codes per image."""
         if self.external:
             h, w = self._settings["grid"]
             return int(h), int(w)
-        g = self._settings["size"] // self._settings["patch"]
-        return g, g
-
-    @property
-    def codes_per_image(self) -> int:
-        h, w = self.grid
-        return h * w
+        return super().grid
 
     @property
     def settings(self) -> dict:
@@ -201,10 +215,7 @@ class ImageTokenizer:
 
     def decode(self, ids: np.ndarray) -> np.ndarray:
         """Codes -> uint8 RGB image: [size, size, 3], or a false-colour grid picture in external mode."""
-        ids = check_ids(ids, self.n_tokens, "image codes")
-        if ids.size != self.codes_per_image:
-            raise MmlmError(f"image codes: got {ids.size} codes, an image has {self.codes_per_image}")
-        ids = ids.reshape(-1)
+        ids = self.check_codes(ids).reshape(-1)
         if self.external:
             return _false_colour(ids.reshape(self.grid))
         x = _from_patches(self.codebook_[ids], self._settings["patch"])

@@ -128,18 +128,36 @@ def load_files(path: str | Path, kind: str, names: tuple[str, ...]) -> tuple[dic
     if not isinstance(meta, dict) or meta.get("kind") != kind or meta.get("format") != 1:
         found = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__
         raise MmlmError(f"{path}: expected a {kind} tokenizer (format 1), found {found!r}")
-    apath = path.with_name(str(meta.get("arrays", "")))
-    try:
-        blob = apath.read_bytes()
-    except OSError:
-        raise MmlmError(f"{path}: its arrays file {apath.name} is missing") from None
-    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
-        raise MmlmError(f"{apath}: checksum does not match {path.name} (file changed or corrupt)")
+    apath, blob = read_arrays(path, meta, "arrays")
     arrays = load(blob)
     missing = [n for n in names if n not in arrays]
     if missing:
         raise MmlmError(f"{apath}: missing arrays {', '.join(missing)}")
     return meta["settings"], arrays
+
+
+def read_arrays(path: Path, meta: dict, what: str) -> tuple[Path, bytes]:
+    """(path, bytes) of the .safetensors file that the tokenizer JSON `path` (read into `meta`) names,
+    checked against the sha256 it records; `what` names the file in the error ("arrays", "weights")."""
+    apath = path.with_name(str(meta.get("arrays", "")))
+    try:
+        blob = apath.read_bytes()
+    except OSError:
+        raise MmlmError(f"{path}: its {what} file {apath.name} is missing") from None
+    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+        raise MmlmError(f"{apath}: checksum does not match {path.name} (file changed or corrupt)")
+    return apath, blob
+
+
+def load_array(path: Path, what: str):
+    """np.load without pickles (an array, or an .npz archive); one-line errors for a missing or
+    unreadable file (`what`: the formats expected, for the message)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise MmlmError(f"{path}: file not found") from None
+    except (OSError, ValueError) as e:
+        raise MmlmError(f"{path}: not a readable {what} array ({e})") from None
 
 
 def check_ids(ids: Any, n_tokens: int, what: str) -> np.ndarray:

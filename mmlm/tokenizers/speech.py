@@ -29,7 +29,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import MmlmError
-from .kmeans import check_ids, cluster_sums, kmeans, load_files, nearest, save_files
+from .kmeans import check_ids, cluster_sums, kmeans, load_array, load_files, nearest, save_files
 
 KIND = "speech"
 SR = 16_000
@@ -194,12 +194,7 @@ def load_units(path: str | Path, units: int | None = None) -> list[np.ndarray]:
     """Read external unit sequences: a .npy int array [n, T], or a .npz of 1-D int arrays
     (in archive order). Values must be >= 0 (and < `units` when given). Returns int64 arrays."""
     path = Path(path)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise MmlmError(f"{path}: file not found") from None
-    except (OSError, ValueError) as e:
-        raise MmlmError(f"{path}: not a readable .npy/.npz array ({e})") from None
+    data = load_array(path, ".npy/.npz")
     if isinstance(data, np.ndarray):
         if data.ndim != 2 or 0 in data.shape:
             raise MmlmError(f"{path}: expected a 2-D unit array [n, T], got shape {data.shape}")

@@ -88,8 +88,8 @@ def identity(conf: dict) -> dict:
     """What must agree between a run folder and a resumed invocation (resolved values, so an
     option given explicitly equals its default)."""
     train = {k: conf["train"].get(k, getattr(TrainConfig, k, None)) for k in IDENTITY}  # .get: runs from before a key existed
-    plan = {k: conf["resolved"][k] for k in ("seq_len", "batch_rows", "steps", "lr", "warmup", "stall_tokens")}
-    return {**train, **plan, "mix": conf["mix"], "model": conf["model"]}
+    resolved = {k: conf["resolved"][k] for k in ("seq_len", "batch_rows", "steps", "lr", "warmup", "stall_tokens")}
+    return {**train, **resolved, "mix": conf["mix"], "model": conf["model"]}
 
 
 def differs(run: Path, data, mine: dict, stored) -> str | None:
