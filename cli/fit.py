@@ -19,6 +19,7 @@ def fit(
     loss_col: Optional[str] = typer.Option(None, "--loss-col", help="Column of the loss (default: loss)."),
     dataset_col: Optional[str] = typer.Option(None, "--dataset-col", help="Column naming the dataset each loss is on (none: one dataset)."),
     mixture_col: Optional[str] = typer.Option(None, "--mixture-col", help="Column naming what each run trained on: 'a', or 'a+b' for a pair."),
+    datasets: Optional[str] = typer.Option(None, "--datasets", help="Fit only these datasets and their pairs, comma-separated (the runs trained on others are left out)."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resamples for 90% intervals of every parameter (0: none for uni-modal laws; a pair always gets 200, its identifiability needs them)."),
     exclude_top_loss: int = typer.Option(0, "--exclude-top-loss", min=0, help="Drop the K highest-loss points of each law (Epoch: 5 for Chinchilla)."),
     holdout: str = typer.Option("none", "--holdout", help="Refit without these points and report the errors predicting them: largest, sizes:K (the K largest sizes), 'N>=1e10', 'D>3e11' (>=, >, <=, <), or none."),
@@ -43,6 +44,7 @@ def fit(
         laws = fit_results(
             results, out, n_col=n_col, d_col=d_col, flops_col=flops_col, loss_col=loss_col, dataset_col=dataset_col,
             mixture_col=mixture_col, unique_col=unique_col, group_col=group_col, plots=not no_plots, on_warning=_warn,
+            datasets=[d.strip() for d in datasets.split(",") if d.strip()] if datasets else None,
             method=method, bootstrap=bootstrap, exclude_top_loss=exclude_top_loss, holdout=holdout, seed=seed,
             jobs=jobs, objective=objective, tie_exponents=tie_exponents, law=law, isoflop=isoflop,
             isoflop_curve=isoflop_curve, on_progress=on_progress if bootstrap or method == "reference" else None)

@@ -131,6 +131,24 @@ def test_fit_generic_csv_with_flops_and_dataset_columns_prints_tables_and_warnin
     assert not list(out.glob("*.png"))
 
 
+def test_fit_datasets_leaves_out_the_runs_of_others(tmp_path):
+    """A dataset with a single run (the demo's digits model) stops a fit; --datasets leaves it and every
+    mixture that trained on it out, and the laws of the rest are as without it."""
+    columns, rows = synthetic.sweep_rows(noise=0.0)
+    columns = [*columns, "tokens_image-text"]
+    rows = [dict(r, **{"tokens_image-text": 0}) for r in rows]
+    one = dict(rows[0], run_id="digits", mixture="image-text", eval_dataset="image-text", tokens_code=0,
+               **{"tokens_image-text": rows[0]["tokens"]})
+    csv_path = write_table(tmp_path / "results.csv", columns, [*rows, one])
+    assert "dataset 'image-text': 1 points" in run_cli("fit", csv_path, "-o", tmp_path / "a", "--no-plots").stderr
+    r = run_cli("fit", csv_path, "-o", tmp_path / "b", "--no-plots", "--datasets", "text", "--json")
+    assert r.returncode == 0, r.stderr
+    laws = json.loads(r.stdout)
+    assert list(laws["unimodal"]) == ["text"] and not laws.get("bimodal")
+    for k, v in synthetic.UNIMODAL["text"].items():
+        assert laws["unimodal"]["text"][k] == pytest.approx(v, rel=1e-4)
+
+
 def _sweep_with(tmp_path, edit=None, **kwargs):
     columns, rows = synthetic.sweep_rows(noise=0.0, **kwargs)
     if edit:
@@ -155,6 +173,7 @@ def _nan_loss(rows):
         (lambda t: t / "missing.csv", (), "missing.csv: no such file"),
         (lambda t: _sweep_with(t), ("--method", "magic"), "--method must be one of fast, reference"),
         (lambda t: _sweep_with(t), ("--holdout", "smallest"), "--holdout 'smallest' is not a rule"),
+        (lambda t: _sweep_with(t), ("--datasets", "text,speech"), "--datasets: speech not in"),
     ],
 )
 def test_fit_bad_input_is_one_line_error(tmp_path, make, args, message):

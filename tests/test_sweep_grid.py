@@ -302,6 +302,18 @@ def test_preset_grids_give_fit_and_analyze_what_they_need(tmp_path, preset):
         assert len(seeds) >= 2
 
 
+def test_make_demo_fits_the_demo_presets_law_datasets():
+    """`make demo` names the datasets it fits (leaving out the digits model); they are the preset's."""
+    import re
+    from pathlib import Path
+
+    from mmlm.sweep.demo import PRESETS
+
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    laws = re.search(r"^DEMO_LAWS := (\S+)", makefile, re.M).group(1)
+    assert laws.split(",") == list(PRESETS["demo"].unimodal) and "--datasets $(DEMO_LAWS)" in makefile
+
+
 def test_cli_demo_dry_run(tmp_path):
     import json
 

@@ -46,13 +46,14 @@ def check_options(out: str | Path | None, *, method: str = "fast", holdout: str 
 
 def fit_results(csv_path: str | Path, out: str | Path | None = None, *, n_col=None, d_col=None, flops_col=None,
                 loss_col=None, dataset_col=None, mixture_col=None, unique_col=None, group_col=None,
-                plots: bool = True, on_warning: Callable[[str], None] | None = None, **fit_options) -> dict:
+                datasets: list[str] | None = None, plots: bool = True, on_warning: Callable[[str], None] | None = None, **fit_options) -> dict:
     """Read a results CSV, fit every law, and (given `out`) write laws.json, plots and report.md there.
     Returns the laws.json dict.
 
     The columns are read_table's; fit_options are fit_table's (method, bootstrap, exclude_top_loss,
     holdout, seed, jobs (0: one per CPU core), objective, tie_exponents, law, isoflop, isoflop_curve,
-    on_progress). on_warning(line) hears of duplicated rows.
+    on_progress). `datasets` keeps only the runs trained and evaluated on those. on_warning(line) hears
+    of duplicated rows.
     """
     from .report import write_outputs
     from .fitted import fit_table
@@ -62,6 +63,8 @@ def fit_results(csv_path: str | Path, out: str | Path | None = None, *, n_col=No
                   **{k: fit_options[k] for k in CHECKED if k in fit_options})
     table = read_table(csv_path, n_col, d_col, flops_col, loss_col, dataset_col, mixture_col,
                        unique_col=unique_col, group_col=group_col)
+    if datasets:
+        table = table.only(datasets)
     if table.duplicates and on_warning:
         on_warning(f"{csv_path}: {table.duplicates} duplicated row(s) (identical to an earlier row); "
                    f"each is fitted as a separate point")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,15 @@ class Table:
             key = "/".join(x for x in ((r.dataset if several or not r.group else ""), r.group) if x)
             out.setdefault(key, []).append(r)
         return out
+
+    def only(self, names: list[str]) -> "Table":
+        """The rows of runs trained and evaluated on these datasets only (`mmlm fit --datasets`)."""
+        known = {r.dataset for r in self.records} | {d for r in self.records for d in r.tokens}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise MmlmError(f"--datasets: {', '.join(missing)} not in {self.path} (it has: {', '.join(sorted(known))})")
+        keep = set(names)
+        return replace(self, records=[r for r in self.records if r.dataset in keep and set(r.tokens) <= keep])
 
     def unimodal_names(self) -> list[str]:
         """Datasets with runs trained on them alone (and evaluated on them)."""
