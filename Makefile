@@ -7,10 +7,11 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DATA ?= data/demo
 DEMO_OUT  ?= runs/demo
+STUDY_OUT ?= runs/cpu-study
 # the demo preset's law datasets (mmlm/sweep/demo.py; tests/test_sweep_grid.py checks they agree)
 DEMO_LAWS := text,molecule
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo cpu-study test test-all bench clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml kernels/*.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,15 +22,23 @@ $(STAMP): setup.cfg setup.py pyproject.toml kernels/*.pyx
 
 setup: $(STAMP)
 
-# demo data (built if missing) -> sweep -> laws (largest size held out) -> training phenomena -> digits drawn
-# from captions, scored -> the study report (docs/demo.md)
+# a preset study: demo data (built if missing) -> sweep -> laws (largest size held out) -> training phenomena
+# -> digits drawn from captions, scored -> the study report (docs/demo.md). $(1): preset, $(2): out, $(3): fit options
+define study
+	$(BIN)/mmlm sweep --preset $(1) --data $(DEMO_DATA) --out $(2)
+	$(BIN)/mmlm fit $(2)/results.csv --out $(2)/laws --holdout largest $(3)
+	$(BIN)/mmlm analyze $(2) --out $(2)/analysis --laws $(2)/laws/laws.json
+	$(BIN)/mmlm analyze digits --run $(2) --data $(DEMO_DATA) --out $(2)/samples
+	$(BIN)/mmlm analyze study $(2) --data $(DEMO_DATA) --preset $(1)
+	@echo "$(1) done: report in $(2)/$(1).md, laws in $(2)/laws/report.md, training phenomena in $(2)/analysis/, digits in $(2)/samples/"
+endef
+
 demo: $(STAMP)
-	$(BIN)/mmlm sweep --preset demo --data $(DEMO_DATA) --out $(DEMO_OUT)
-	$(BIN)/mmlm fit $(DEMO_OUT)/results.csv --out $(DEMO_OUT)/laws --holdout largest --datasets $(DEMO_LAWS)
-	$(BIN)/mmlm analyze $(DEMO_OUT) --out $(DEMO_OUT)/analysis --laws $(DEMO_OUT)/laws/laws.json
-	$(BIN)/mmlm analyze digits --run $(DEMO_OUT) --data $(DEMO_DATA) --out $(DEMO_OUT)/samples
-	$(BIN)/mmlm analyze study $(DEMO_OUT) --data $(DEMO_DATA) --preset demo
-	@echo "demo done: report in $(DEMO_OUT)/demo.md, laws in $(DEMO_OUT)/laws/report.md, training phenomena in $(DEMO_OUT)/analysis/, digits in $(DEMO_OUT)/samples/"
+	$(call study,demo,$(DEMO_OUT),--datasets $(DEMO_LAWS))
+
+# all seven datasets, four pairs, two seeds: about 40 minutes on 2 cores (docs/demo.md)
+cpu-study: $(STAMP)
+	$(call study,cpu-study,$(STUDY_OUT),)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
