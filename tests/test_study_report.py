@@ -55,3 +55,24 @@ def test_unigram_baseline_is_the_heldout_targets(tmp_path):
     data = make_data(tmp_path / "data", names=("text",))
     r = heldout_unigram_entropy(data, "text", 300, 16)
     assert 0 < r["entropy"] < np.log(200) and 0 < r["tokens"] <= 300
+
+
+def test_design_hypothesis_puts_the_barrier_below_the_grid_centre():
+    """The law simulated when the fitted pair law is at its bounds: exponents the uni-modal means, C a share of
+    the loss, synergy winning at the grid's centre and losing at its smallest corner (the barrier in reach)."""
+    from mmlm.sweep.demo_report import hypothesis
+
+    uni = {"a": {"E": 1.0, "A": 50.0, "B": 400.0, "alpha": 0.4, "beta": 0.3},
+           "b": {"E": 2.0, "A": 80.0, "B": 900.0, "alpha": 0.2, "beta": 0.5}}
+    sizes, tokens = [4e4, 8e4, 1.6e5, 3.2e5], [2e5, 4e5, 8e5]
+    h = hypothesis({"unimodal": uni}, "a|b", sizes, tokens, share=0.02)
+    assert h["alpha"] == pytest.approx(0.3) and h["beta"] == pytest.approx(0.4)
+    n_c, d_c = np.exp(np.mean(np.log(sizes))), np.exp(np.mean(np.log(tokens)))
+    loss = np.mean([u["E"] + u["A"] / n_c ** u["alpha"] + u["B"] / d_c ** u["beta"] for u in uni.values()])
+    assert h["C"] == pytest.approx(0.02 * loss)
+
+    def competition(n, d):
+        return h["A"] / n ** h["alpha"] + h["B"] / (2 * d) ** h["beta"]
+
+    assert competition(n_c, d_c) == pytest.approx(0.75 * h["C"])  # synergy wins at the centre
+    assert competition(min(sizes) / 4, min(tokens) / 4) > h["C"]  # and loses below the grid

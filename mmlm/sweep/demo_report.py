@@ -28,22 +28,47 @@ PRESET_TARGETS = {"demo": TARGETS, "cpu-study": {**TARGETS, "holdout_error": 0.0
 DESIGN_SEEDS, DESIGN_RESAMPLES = 10, 100
 
 
+def hypothesis(laws: dict, key: str, sizes, tokens, share: float = 0.02) -> dict:
+    """A pair law to simulate from when the fitted one is at its bounds (then it is no usable truth: with
+    alpha = beta = 0 no grid could identify it). Exponents: the two uni-modal laws' means; C: `share` of
+    their mean loss at the grid's centre (N_c, D_c, geometric means); A / N_c^alpha = C / 2 and
+    B / (2 D_c)^beta = C / 4, so synergy wins at the centre and the barrier lies below it, in reach."""
+    import numpy as np
+
+    i, j = key.split("|", 1)
+    li, lj = laws["unimodal"][i], laws["unimodal"][j]
+    n_c, d_c = float(np.exp(np.mean(np.log(sizes)))), float(np.exp(np.mean(np.log(tokens))))
+    loss = np.mean([u["E"] + u["A"] / n_c ** u["alpha"] + u["B"] / d_c ** u["beta"] for u in (li, lj)])
+    alpha, beta = (li["alpha"] + lj["alpha"]) / 2, (li["beta"] + lj["beta"]) / 2
+    C = share * float(loss)
+    return {"C": C, "A": C / 2 * n_c**alpha, "B": C / 4 * (2 * d_c) ** beta, "alpha": alpha, "beta": beta}
+
+
 def design_answer(laws_path: Path, key: str, jobs: int = 1) -> dict:
     """What would identify a pair law: `mmlm law design` on the study's own grid at its measured noise, at a
-    third and a tenth of that noise, and on a grid with two more budgets (x2, x4) and one size more (x2).
-    Each candidate: its p_identifiable and median barrier width; "enough" names the first with p >= 0.8."""
+    third and a tenth of that noise, and on a grid with two more budgets (x2, x4) and one size more (x2), at
+    that noise and at a tenth.
+    Simulated from the fitted pair law, or from `hypothesis` when that is at a bound. Each candidate: its
+    p_identifiable and median barrier width; "enough" names the first with p >= 0.8."""
     from ..laws.design import design
     from ..laws.fitted import load_laws
 
     laws = load_laws(laws_path)
-    stored = laws["bimodal"][key].get("design") or {}
+    fitted = laws["bimodal"][key]
+    stored = fitted.get("design") or {}
     noise = (laws.get("noise") or {}).get("sigma")
     sizes, tokens = stored.get("sizes"), stored.get("tokens_i")
     if not (noise and sizes and tokens):
         return {"error": "laws.json records no noise or design grid for this pair"}
+    truth = "the fitted pair law"
+    if any("bound" in w for w in fitted.get("why") or fitted.get("warnings") or []):
+        laws["bimodal"][key] = {**fitted, **hypothesis(laws, key, sizes, tokens)}
+        truth = ("a hypothesised pair law (the fitted one is at its bounds): exponents the uni-modal means, "
+                 "C 2% of the loss, the barrier below the grid's centre")
     bigger = {"sizes": [*sizes, 2 * max(sizes)], "tokens": [*tokens, 2 * max(tokens), 4 * max(tokens)]}
     candidates = [("this grid", noise, {}), ("this grid, noise / 3", noise / 3, {}),
-                  ("this grid, noise / 10", noise / 10, {}), ("one size and two budgets more", noise, bigger)]
+                  ("this grid, noise / 10", noise / 10, {}), ("one size and two budgets more", noise, bigger),
+                  ("one size and two budgets more, noise / 10", noise / 10, bigger)]
     rows = []
     for name, sigma, grid in candidates:
         r = design(laws, key, noise=sigma, seeds=DESIGN_SEEDS, resamples=DESIGN_RESAMPLES, jobs=jobs, **grid)
@@ -51,7 +76,8 @@ def design_answer(laws_path: Path, key: str, jobs: int = 1) -> dict:
                      "p_identifiable": r["p_identifiable"],
                      "median_barrier_decades": r["median_ci_width_barrier_decades"]})
     enough = next((r["candidate"] for r in rows if r["p_identifiable"] >= 0.8), None)
-    return {"candidates": rows, "enough": enough, "seeds": DESIGN_SEEDS}
+    return {"truth": truth, "law": {k: laws["bimodal"][key][k] for k in ("C", "A", "B", "alpha", "beta")},
+            "candidates": rows, "enough": enough, "seeds": DESIGN_SEEDS}
 
 
 def _runs(out: Path) -> list[tuple[str, dict, dict]]:
@@ -169,7 +195,9 @@ def _design_lines(key: str, d: dict | None) -> list[str]:
         return []
     if "error" in d:
         return ["", f"  What would identify it: not simulated ({d['error']})."]
-    out = ["", f"  What would identify it (`mmlm law design`, {d['seeds']} simulated studies each):", "",
+    law = ", ".join(f"{k} = {v:.3g}" for k, v in d["law"].items())
+    out = ["", f"  What would identify it (`mmlm law design`, {d['seeds']} simulated studies each, from {d['truth']}: "
+           f"{law}):", "",
            "  | candidate | noise | sizes | per-dataset tokens | P(identifiable) | median barrier interval (decades) |",
            "  |---|---|---|---|---|---|"]
     for r in d["candidates"]:
