@@ -109,14 +109,23 @@ def make_data(root: Path, vocab_size: int, n_tokens: int) -> np.ndarray:
     return np.concatenate(flat).astype(np.uint32)
 
 
-DEMO_SIZES = ("pico", "nano", "micro")  # the demo preset's sizes, at its context and batch
+def demo_shapes() -> list[dict]:
+    """The demo preset's smallest, middle and largest shapes (custom shapes: L2d24, L2d48, L3d64)."""
+    from mmlm.sweep.demo import PRESETS
+
+    sizes = PRESETS["demo"].sizes
+    return [dict(sizes[0]), dict(sizes[len(sizes) // 2]), dict(sizes[-1])]
+
+
 TARGET = 0.95
 
 
-def _measure(size: str, seq_len: int, batch_tokens: int, pairs: int, threads: int, tmp: Path, root: Path,
+def _measure(size: str | dict, seq_len: int, batch_tokens: int, pairs: int, threads: int, tmp: Path, root: Path,
              flat: np.ndarray) -> dict:
+    shape = dict(size) if isinstance(size, dict) else {"name": size}
+    size = shape.pop("name")
     cfg = TrainConfig(data=str(root), out=str(tmp / f"run-{size}"), size=size, mix="text=0.5,image=0.5",
-                      tokens=1e9, seq_len=seq_len, batch_tokens=batch_tokens, threads=threads, device="cpu")
+                      tokens=1e9, seq_len=seq_len, batch_tokens=batch_tokens, threads=threads, device="cpu", **shape)
     trainer = Trainer(prepare(cfg))
     ours = trainer.train_step
     rows = trainer.resolved.batch_rows
@@ -144,19 +153,20 @@ def _measure(size: str, seq_len: int, batch_tokens: int, pairs: int, threads: in
 
 
 def run(quick: bool = False) -> list[dict]:
-    """mmlm's step against the plain loop at the demo's three sizes (seq 128, 512-token batches, one
-    thread: what each demo worker runs) and at micro with 8192-token batches."""
+    """mmlm's step against the plain loop at three of the demo's shapes (seq 128, 512-token batches, a
+    1,024-id vocabulary like the demo's 997, one thread: what each demo worker runs) and at micro with
+    8192-token batches."""
     torch.set_flush_denormal(True)
     pairs = 8 if quick else 16
     threads = 1
-    settings = [(size, 128, 512) for size in DEMO_SIZES]
+    settings = [(shape, 128, 512) for shape in demo_shapes()]
     if not quick:
         settings.append(("micro", 256, 8192))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
         root.mkdir()
-        flat = make_data(root, vocab_size=2048, n_tokens=400_000)
+        flat = make_data(root, vocab_size=1024, n_tokens=400_000)
         prev = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
