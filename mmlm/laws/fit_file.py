@@ -46,7 +46,8 @@ def check_options(out: str | Path | None, *, method: str = "fast", holdout: str 
 
 def fit_results(csv_path: str | Path, out: str | Path | None = None, *, n_col=None, d_col=None, flops_col=None,
                 loss_col=None, dataset_col=None, mixture_col=None, unique_col=None, group_col=None,
-                datasets: list[str] | None = None, plots: bool = True, on_warning: Callable[[str], None] | None = None, **fit_options) -> dict:
+                datasets: list[str] | None = None, plots: bool = True,
+                on_warning: Callable[[str], None] | None = None, **fit_options) -> dict:
     """Read a results CSV, fit every law, and (given `out`) write laws.json, plots and report.md there.
     Returns the laws.json dict.
 
