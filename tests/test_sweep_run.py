@@ -12,6 +12,7 @@ import pytest
 from test_sweep_grid import MIXTURES, make_data
 
 from mmlm.sweep import load_grid, plan_sweep, run_sweep
+from mmlm.sweep.run_folders import has_checkpoint
 
 GRID = """
 data = "{data}"
@@ -62,9 +63,8 @@ def test_killed_sweep_resumes_without_losing_or_repeating_rows(tmp_path):
     try:
         def done():
             return [r for r in runs if (r / "summary.json").is_file()]
-        def started():
-            return [r for r in runs if (r / "metrics.jsonl").is_file() and r.stat() and not (r / "summary.json").is_file()
-                                   and (r / "metrics.jsonl").stat().st_size > 0]
+        def started():  # mid-way: a checkpoint written (what makes it resumable), no summary yet
+            return [r for r in runs if has_checkpoint(r) and not (r / "summary.json").is_file()]
         assert wait_for(lambda: done() and started(), 120, proc), "no run finished while another was mid-way"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its workers, mid-way
