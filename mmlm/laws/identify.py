@@ -97,14 +97,10 @@ def centred(thetas: np.ndarray, p: Problem) -> np.ndarray:
     return t
 
 
-def check(theta, p: Problem, names, kind: str, sigma: float, ci: dict | None = None,
-          thetas: np.ndarray | None = None, ci_barrier: dict | None = None) -> tuple[bool, list[str]]:
-    """(identifiable, why): every reason the law is not identified by its points (empty when it is)."""
-    why: list[str] = []
+def at_bounds(theta, names) -> list[str]:
+    """One reason per parameter at or near a bound of the search box (log-coefficients, then exponents)."""
     t = np.asarray(theta, dtype=float)
-    n = p.n_points
-    if n < 2 * N_PARAMS:
-        why.append(f"only {n} points for {N_PARAMS} parameters (needs >= {2 * N_PARAMS})")
+    why: list[str] = []
     lo, hi = LOG_COEF_BOUNDS
     for name, v in zip(names[:3], t[:3]):
         if v <= lo + LOG_COEF_MARGIN:
@@ -116,6 +112,18 @@ def check(theta, p: Problem, names, kind: str, sigma: float, ci: dict | None = N
             why.append(f"{name} at its bound 0 ({v:.3g})")
         elif v >= BOUNDS[3][1] - EXPONENT_MARGIN:
             why.append(f"{name} at its bound {BOUNDS[3][1]:g}")
+    return why
+
+
+def check(theta, p: Problem, names, kind: str, sigma: float, ci: dict | None = None,
+          thetas: np.ndarray | None = None, ci_barrier: dict | None = None) -> tuple[bool, list[str]]:
+    """(identifiable, why): every reason the law is not identified by its points (empty when it is)."""
+    why: list[str] = []
+    t = np.asarray(theta, dtype=float)
+    n = p.n_points
+    if n < 2 * N_PARAMS:
+        why.append(f"only {n} points for {N_PARAMS} parameters (needs >= {2 * N_PARAMS})")
+    why += at_bounds(t, names)
     if np.ptp(p.log_n) < 1e-9 or np.ptp(p.log_d) < 1e-9:
         why.append("only one distinct N or D")
     if np.isfinite(sigma) and sigma > 0:

@@ -35,25 +35,27 @@ def hypothesis(laws: dict, key: str, sizes, tokens, share: float = 0.02) -> dict
     B / (2 D_c)^beta = C / 4, so synergy wins at the centre and the barrier lies below it, in reach."""
     import numpy as np
 
-    i, j = key.split("|", 1)
-    li, lj = laws["unimodal"][i], laws["unimodal"][j]
+    from ..laws.fitted import unimodal_law
+
+    li, lj = (unimodal_law(laws, name)[1] for name in key.split("|", 1))
     n_c, d_c = float(np.exp(np.mean(np.log(sizes)))), float(np.exp(np.mean(np.log(tokens))))
-    loss = np.mean([u["E"] + u["A"] / n_c ** u["alpha"] + u["B"] / d_c ** u["beta"] for u in (li, lj)])
-    alpha, beta = (li["alpha"] + lj["alpha"]) / 2, (li["beta"] + lj["beta"]) / 2
-    C = share * float(loss)
+    loss = float(np.mean([law.predict(n_c, d_c) for law in (li, lj)]))
+    alpha, beta = (li.alpha_ + lj.alpha_) / 2, (li.beta_ + lj.beta_) / 2
+    C = share * loss
     return {"C": C, "A": C / 2 * n_c**alpha, "B": C / 4 * (2 * d_c) ** beta, "alpha": alpha, "beta": beta}
 
 
-def design_answer(laws_path: Path, key: str, jobs: int = 1) -> dict:
-    """What would identify a pair law: `mmlm law design` on the study's own grid at its measured noise, at a
-    third and a tenth of that noise, and on a grid with two more budgets (x2, x4) and one size more (x2), at
-    that noise, a tenth and a thirtieth.
+def design_answer(laws: dict, key: str, jobs: int = 1) -> dict:
+    """What would identify a pair law (`laws`: a loaded laws.json): `mmlm law design` on the study's own grid
+    at its measured noise, at a third and a tenth of that noise, and on a grid with two more budgets (x2, x4)
+    and one size more (x2), at that noise, a tenth and a thirtieth.
     Simulated from the fitted pair law, or from `hypothesis` when that is at a bound. Each candidate: its
     p_identifiable and median barrier width; "enough" names the first with p >= 0.8."""
+    from ..laws.bimodal import PARAMS
     from ..laws.design import design
-    from ..laws.fitted import load_laws
+    from ..laws.fitted import bimodal_law
+    from ..laws.identify import at_bounds
 
-    laws = load_laws(laws_path)
     fitted = laws["bimodal"][key]
     stored = fitted.get("design") or {}
     noise = (laws.get("noise") or {}).get("sigma")
@@ -61,8 +63,8 @@ def design_answer(laws_path: Path, key: str, jobs: int = 1) -> dict:
     if not (noise and sizes and tokens):
         return {"error": "laws.json records no noise or design grid for this pair"}
     truth = "the fitted pair law"
-    if any("bound" in w for w in fitted.get("why") or fitted.get("warnings") or []):
-        laws["bimodal"][key] = {**fitted, **hypothesis(laws, key, sizes, tokens)}
+    if at_bounds(bimodal_law(laws, key)[1].theta_, PARAMS):
+        laws = {**laws, "bimodal": {**laws["bimodal"], key: {**fitted, **hypothesis(laws, key, sizes, tokens)}}}
         truth = ("a hypothesised pair law (the fitted one is at its bounds): exponents the uni-modal means, "
                  "C 2% of the loss, the barrier below the grid's centre")
     bigger = {"sizes": [*sizes, 2 * max(sizes)], "tokens": [*tokens, 2 * max(tokens), 4 * max(tokens)]}
@@ -77,7 +79,7 @@ def design_answer(laws_path: Path, key: str, jobs: int = 1) -> dict:
                      "p_identifiable": r["p_identifiable"],
                      "median_barrier_decades": r["median_ci_width_barrier_decades"]})
     enough = next((r["candidate"] for r in rows if r["p_identifiable"] >= 0.8), None)
-    return {"truth": truth, "law": {k: laws["bimodal"][key][k] for k in ("C", "A", "B", "alpha", "beta")},
+    return {"truth": truth, "law": {k: laws["bimodal"][key][k] for k in PARAMS},
             "candidates": rows, "enough": enough, "seeds": DESIGN_SEEDS}
 
 
@@ -108,6 +110,7 @@ def _identifiable(law: dict) -> bool:
 def study_summary(out: str | Path, data: str | Path, preset: str = "demo", design: bool = True, jobs: int = 1) -> dict:
     """The report's numbers; with `design`, `design_answer` for every pair law that is not identified."""
     from ..data import heldout_unigram_entropy
+    from ..laws.fitted import load_laws
 
     out, study = Path(out), PRESETS[preset]
     runs = _runs(out)
@@ -139,12 +142,13 @@ def study_summary(out: str | Path, data: str | Path, preset: str = "demo", desig
             total = sum(drawn.values()) or 1
             w = sum(mix.values())
             share_errors.append(max(abs(drawn.get(k, 0) / total - v / w) for k, v in mix.items()))
-    pairs = {}
+    pairs, checked = {}, None  # checked: laws.json through load_laws (its format checked), read once if needed
     for key, law in (laws.get("bimodal") or {}).items():
         pairs[key] = {"params": {k: law.get(k) for k in ("C", "A", "B", "alpha", "beta")}, "ci": law.get("ci") or {},
                       "identifiable": _identifiable(law), "why": law.get("why"), "warnings": law.get("warnings") or []}
         if design and not pairs[key]["identifiable"]:
-            pairs[key]["design"] = design_answer(out / "laws" / "laws.json", key, jobs=jobs)
+            checked = checked or load_laws(out / "laws" / "laws.json")
+            pairs[key]["design"] = design_answer(checked, key, jobs=jobs)
     digits = read_json_or_empty(out / "samples" / "digits.json") or None
     summary = {
         "preset": preset, "runs": len(runs), "min_steps": min((s["steps"] for *_, s in runs), default=None),
