@@ -19,7 +19,7 @@ def sweep_grid(grid: str | Path | None, preset: str | None, *, out: str | Path, 
     builds its data root when missing (not on a dry run; `on_data_progress` is the build's
     progress callback). A grid file's problems are raised together as one GridError.
     """
-    from .demo import PRESETS, demo_data_missing, ensure_demo_data, preset_grid
+    from .demo import PRESETS, ensure_demo_data, preset_grid
     from .grid import load_grid
 
     if (grid is None) == (preset is None):
@@ -35,6 +35,6 @@ def sweep_grid(grid: str | Path | None, preset: str | None, *, out: str | Path, 
         from .launch import cpu_count
 
         jobs = cpu_count()  # tiny models: one process per core beats threads
-    if not dry_run and demo_data_missing(data):
-        ensure_demo_data(data, on_progress=on_data_progress)
+    if not dry_run:
+        ensure_demo_data(data, on_progress=on_data_progress)  # builds only what is missing
     return preset_grid(preset, data), jobs
