@@ -44,7 +44,7 @@ def fit(
         laws = fit_results(
             results, out, n_col=n_col, d_col=d_col, flops_col=flops_col, loss_col=loss_col, dataset_col=dataset_col,
             mixture_col=mixture_col, unique_col=unique_col, group_col=group_col, plots=not no_plots, on_warning=_warn,
-            datasets=[d.strip() for d in datasets.split(",") if d.strip()] if datasets else None,
+            datasets=None if datasets is None else [d.strip() for d in datasets.split(",") if d.strip()],
             method=method, bootstrap=bootstrap, exclude_top_loss=exclude_top_loss, holdout=holdout, seed=seed,
             jobs=jobs, objective=objective, tie_exponents=tie_exponents, law=law, isoflop=isoflop,
             isoflop_curve=isoflop_curve, on_progress=on_progress if bootstrap or method == "reference" else None)

@@ -174,6 +174,7 @@ def _nan_loss(rows):
         (lambda t: _sweep_with(t), ("--method", "magic"), "--method must be one of fast, reference"),
         (lambda t: _sweep_with(t), ("--holdout", "smallest"), "--holdout 'smallest' is not a rule"),
         (lambda t: _sweep_with(t), ("--datasets", "text,speech"), "--datasets: speech not in"),
+        (lambda t: _sweep_with(t), ("--datasets", ","), "--datasets names no dataset"),
     ],
 )
 def test_fit_bad_input_is_one_line_error(tmp_path, make, args, message):

@@ -76,3 +76,11 @@ def test_design_hypothesis_puts_the_barrier_below_the_grid_centre():
 
     assert competition(n_c, d_c) == pytest.approx(0.75 * h["C"])  # synergy wins at the centre
     assert competition(min(sizes) / 4, min(tokens) / 4) > h["C"]  # and loses below the grid
+
+
+def test_study_of_a_folder_that_is_not_a_sweep_is_one_error(tmp_path):
+    from mmlm.errors import MmlmError
+
+    data = make_data(tmp_path / "data", names=PRESETS["demo"].unimodal)
+    with pytest.raises(MmlmError, match="not a sweep folder"):
+        study_summary(tmp_path / "nothing", data, "demo", design=False)

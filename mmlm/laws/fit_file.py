@@ -64,7 +64,7 @@ def fit_results(csv_path: str | Path, out: str | Path | None = None, *, n_col=No
                   **{k: fit_options[k] for k in CHECKED if k in fit_options})
     table = read_table(csv_path, n_col, d_col, flops_col, loss_col, dataset_col, mixture_col,
                        unique_col=unique_col, group_col=group_col)
-    if datasets:
+    if datasets is not None:
         table = table.only(datasets)
     if table.duplicates and on_warning:
         on_warning(f"{csv_path}: {table.duplicates} duplicated row(s) (identical to an earlier row); "

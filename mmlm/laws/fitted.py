@@ -68,7 +68,8 @@ def _enough(where: str, n: int, lines: list[int], params: int = 5) -> None:
     if n < params:
         shown = ", ".join(map(str, lines[:8])) + (", ..." if len(lines) > 8 else "")
         at = f" (lines {shown})" if lines else ""
-        raise MmlmError(f"{where}: {n} points{at}, fewer than the law's {params} parameters")
+        raise MmlmError(f"{where}: {n} points{at}, fewer than the law's {params} parameters "
+                        "(--datasets fits the others without it)")
 
 
 def fit_table(

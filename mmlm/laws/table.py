@@ -68,6 +68,8 @@ class Table:
 
     def only(self, names: list[str]) -> "Table":
         """The rows of runs trained and evaluated on these datasets only (`mmlm fit --datasets`)."""
+        if not names:
+            raise MmlmError("--datasets names no dataset")
         known = {r.dataset for r in self.records} | {d for r in self.records for d in r.tokens}
         missing = [n for n in names if n not in known]
         if missing:

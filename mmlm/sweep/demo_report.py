@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 from .. import atomic
+from ..errors import MmlmError
 from ..analysis.run_records import read_json_or_empty
 from .demo import PRESETS
 from .run_folders import read_spec, read_summary, runs_root
@@ -113,6 +114,8 @@ def study_summary(out: str | Path, data: str | Path, preset: str = "demo", desig
     from ..laws.fitted import load_laws
 
     out, study = Path(out), PRESETS[preset]
+    if not runs_root(out).is_dir():
+        raise MmlmError(f"{out}: not a sweep folder (no runs/ in it; made by `mmlm sweep --preset {preset}`)")
     runs = _runs(out)
     train = study.train
     laws = read_json_or_empty(out / "laws" / "laws.json")
